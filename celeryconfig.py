@@ -1,0 +1,60 @@
+"""The one home of genfleet's Celery settings.
+
+Broker and result backend are the same Redis: ``REDIS_URL``, or the embedded server
+that ``genfleet`` started under ``GENFLEET_HOME`` (see ``genfleet.connection``).
+Only JSON is accepted: a pickle payload on a queue is refused, never deserialized.
+"""
+
+from __future__ import annotations
+
+from kombu import Queue
+
+from genfleet import constants as C
+from genfleet.embedded import EmbeddedRedis
+from genfleet.settings import load_settings
+
+_settings = load_settings()
+_url = (
+    _settings.redis_url
+    or EmbeddedRedis(_settings.genfleet_home).running_url()
+    or "redis://127.0.0.1:6379/0"
+)
+
+broker_url = _url
+result_backend = _url
+broker_connection_retry_on_startup = True
+broker_connection_max_retries = None  # keep reconnecting after a Redis restart
+broker_transport_options = {
+    "visibility_timeout": _settings.broker_visibility_timeout_s,
+    "socket_keepalive": True,
+    "health_check_interval": 10,
+}
+result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+redis_backend_health_check_interval = 10
+result_expires = _settings.result_ttl_s
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_cancel_long_running_tasks_on_connection_loss = True
+task_track_started = True
+task_send_sent_event = True
+worker_send_task_events = True
+
+task_default_queue = C.QUEUE_CONTROL
+task_queues = [
+    Queue(C.QUEUE_LLM),
+    Queue(C.QUEUE_CONTROL),
+    Queue(C.QUEUE_IMAGES),
+    *(Queue(f"{C.QUEUE_IMAGES_GPU_PREFIX}{n}") for n in range(C.DEFAULT_IMAGE_GPU_QUEUES)),
+]
+task_routes = {
+    "genfleet.llm.*": {"queue": C.QUEUE_LLM},
+    "genfleet.control.*": {"queue": C.QUEUE_CONTROL},
+    "genfleet.images.*": {"queue": C.QUEUE_IMAGES},
+}

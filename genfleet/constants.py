@@ -1,0 +1,72 @@
+"""Every queue name, Redis key and default of genfleet in one place.
+
+Redis keys (all under the ``genfleet:`` prefix, all expiring after ``RESULT_TTL_S``
+unless noted):
+
+``genfleet:job:{job_id}``
+    hash: ``record`` (the job's JSON record: id, kind, spec, created_at, step ids),
+    ``status``, ``started_at``, ``finished_at``, ``summary`` (JSON: metrics, error).
+``genfleet:job:{job_id}:ok``
+    hash step_id -> JSON step result; written once per step (HSETNX).
+``genfleet:job:{job_id}:failed``
+    hash step_id -> JSON step result of the last failed attempt.
+``genfleet:job:{job_id}:running``
+    hash step_id -> start timestamp of steps in flight.
+``genfleet:jobs``
+    sorted set job_id -> created_at; the index behind ``genfleet jobs`` (no TTL;
+    entries whose job hash has expired are pruned when listed).
+``genfleet:lim:*``
+    the gateway's cluster-wide limiter state (see ``workers/limiter.py``).
+``genfleet:cache:{sha256}``
+    cached LLM responses.
+"""
+
+from __future__ import annotations
+
+# Queues
+QUEUE_LLM = "llm"
+QUEUE_IMAGES = "images"
+QUEUE_IMAGES_GPU_PREFIX = "images.gpu"  # images.gpu0, images.gpu1, ...
+QUEUE_CONTROL = "control"  # job finalisation and other bookkeeping tasks
+
+# Task names: the prefix says the queue (see celeryconfig.task_routes)
+TASK_CHAPTER_VERSION = "genfleet.llm.chapter_version"
+TASK_FINALIZE = "genfleet.control.finalize_job"
+DEFAULT_IMAGE_GPU_QUEUES = 8  # images.gpu0 .. images.gpu7 are declared up front
+
+# Redis keys
+KEY_PREFIX = "genfleet"
+KEY_JOB = KEY_PREFIX + ":job:{job_id}"
+KEY_JOB_OK = KEY_JOB + ":ok"
+KEY_JOB_FAILED = KEY_JOB + ":failed"
+KEY_JOB_RUNNING = KEY_JOB + ":running"
+KEY_JOB_INDEX = KEY_PREFIX + ":jobs"
+KEY_LIMITER_PREFIX = KEY_PREFIX + ":lim"
+KEY_CACHE_PREFIX = KEY_PREFIX + ":cache"
+
+# Job statuses (public: users' scripts compare against these strings)
+STATUS_QUEUED = "queued"
+STATUS_RUNNING = "running"
+STATUS_SUCCEEDED = "succeeded"
+STATUS_PARTIAL = "partial"
+STATUS_FAILED = "failed"
+STATUS_CANCELLED = "cancelled"
+TERMINAL_STATUSES = frozenset({STATUS_SUCCEEDED, STATUS_PARTIAL, STATUS_FAILED, STATUS_CANCELLED})
+
+# Job kinds
+KIND_CHAPTER = "chapter"
+
+# Embedded Redis
+EMBEDDED_REDIS_DIR = "redis"
+EMBEDDED_REDIS_URL_FILE = "redis.url"
+EMBEDDED_REDIS_START_TIMEOUT_S = 10.0
+
+# Inputs
+MAX_OUTLINE_CHARS = 20_000
+MAX_PROJECT_ID_CHARS = 64
+
+# Gateway retry policy (the one retry layer; the SDK's own retries are off)
+RETRY_INITIAL_DELAY_S = 0.5
+RETRY_MAX_DELAY_S = 8.0
+RETRY_AFTER_MAX_S = 120.0  # a provider's Retry-After above this is capped
+INLINE_WAIT_MAX_S = 3.0  # longer waits re-schedule the task instead of blocking a slot

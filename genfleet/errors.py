@@ -1,0 +1,86 @@
+"""All of genfleet's exceptions, named for what went wrong.
+
+``GenfleetError`` is what the command line turns into one line and a non-zero exit.
+LLM errors say whether a retry can help (``TransientLLMError``) or not
+(``PermanentLLMError``) and carry what a person needs to act: status, provider,
+model, job id, step; never an API key.
+"""
+
+from __future__ import annotations
+
+
+class GenfleetError(Exception):
+    """Base of every error the user should see as one line."""
+
+
+class SettingsError(GenfleetError):
+    """A setting from the environment or an argument is missing or out of range."""
+
+
+class InputError(GenfleetError):
+    """A job spec, file or command-line value is unusable; nothing was enqueued."""
+
+
+class RedisUnavailableError(GenfleetError):
+    """The Redis server cannot be reached or the embedded one cannot start."""
+
+
+class JobNotFoundError(GenfleetError):
+    """No job with that id exists (or its records have expired)."""
+
+
+class LLMError(GenfleetError):
+    """A call to an LLM provider failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        provider: str = "",
+        model: str = "",
+        job_id: str = "",
+        step: str = "",
+    ) -> None:
+        self.status = status
+        self.provider = provider
+        self.model = model
+        self.job_id = job_id
+        self.step = step
+        self.attempts = 0  # set by the gateway when it gives up
+        where = ", ".join(
+            f"{name}={value}"
+            for name, value in (
+                ("status", status),
+                ("provider", provider),
+                ("model", model),
+                ("job", job_id),
+                ("step", step),
+            )
+            if value not in (None, "")
+        )
+        super().__init__(f"{message} ({where})" if where else message)
+
+
+class TransientLLMError(LLMError):
+    """Worth retrying: 408, 409, 429, 5xx, timeouts, connection errors."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw: object) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class RateLimitedError(TransientLLMError):
+    """The provider answered 429."""
+
+
+class PermanentLLMError(LLMError):
+    """Retrying cannot help: 400, 401, 403, 404, 422, content policy."""
+
+
+class InvalidOutputError(LLMError):
+    """The model answered, but not with what was asked (bad JSON, wrong shape)."""
+
+    def __init__(self, message: str, *, raw: str = "", **kw: object) -> None:
+        self.raw = raw
+        super().__init__(message, **kw)  # type: ignore[arg-type]

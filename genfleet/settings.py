@@ -1,0 +1,92 @@
+"""The one settings object, read from the environment; explicit arguments win.
+
+Every value is range-checked when the object is built. A bad value raises
+``SettingsError`` whose message is one line naming the variable, the value and the
+allowed range, e.g. ``LLM_MAX_RETRIES=9 is invalid: allowed 0-5``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import annotated_types
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from genfleet.errors import SettingsError
+
+_SECRET_FIELDS = frozenset({"openai_api_key", "openai_api_keys"})
+
+
+class Settings(BaseSettings):
+    """genfleet's settings. Field ``x_y`` is read from the variable ``X_Y``."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, populate_by_name=True, extra="ignore", case_sensitive=False
+    )
+
+    redis_url: str | None = Field(default=None, description="Redis for broker and results")
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    llm_model: str = Field(default="gpt-4o-mini", min_length=1, max_length=200)
+    llm_max_concurrent: int = Field(
+        default=20,
+        ge=1,
+        le=1024,
+        validation_alias=AliasChoices("llm_max_concurrent", "LLM_MAX_CONCURRENT", "MAX_CONCURRENT"),
+    )
+    llm_max_retries: int = Field(default=3, ge=0, le=5)
+    llm_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    llm_max_tokens: int = Field(default=1024, ge=1, le=200_000)
+    writer_chapter_version_count: int = Field(default=2, ge=1, le=10)
+    writer_parallel_generation: bool = True
+    writer_max_parallel_requests: int = Field(default=3, ge=1, le=10)
+    genfleet_home: Path = Field(default_factory=lambda: Path.home() / ".genfleet")
+    result_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, le=365 * 24 * 3600)
+    broker_visibility_timeout_s: int = Field(default=3600, ge=5, le=7 * 24 * 3600)
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+    def api_key(self) -> str | None:
+        """The plain API key, for the worker's client only."""
+        return self.openai_api_key.get_secret_value() if self.openai_api_key else None
+
+
+def _allowed(field_name: str) -> str:
+    info = Settings.model_fields.get(field_name)
+    if info is None:
+        return ""
+    low = high = None
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge | annotated_types.Gt):
+            low = getattr(item, "ge", getattr(item, "gt", None))
+        if isinstance(item, annotated_types.Le | annotated_types.Lt):
+            high = getattr(item, "le", getattr(item, "lt", None))
+    if low is not None and high is not None:
+        return f"allowed {low}-{high}"
+    if info.annotation is bool:
+        return "allowed true or false"
+    if field_name == "log_level":
+        return "allowed DEBUG, INFO, WARNING, ERROR"
+    return ""
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    variable = field.upper()
+    if field in _SECRET_FIELDS:
+        shown = "(hidden)"
+    else:
+        shown = str(first.get("input"))
+    allowed = _allowed(field)
+    reason = allowed or first["msg"]
+    return f"{variable}={shown} is invalid: {reason}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings; ``overrides`` (by field name) beat the environment."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        raise SettingsError(_one_line(e)) from None

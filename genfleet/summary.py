@@ -1,0 +1,57 @@
+"""A job's final status and metrics, derived from its step results."""
+
+from __future__ import annotations
+
+import time
+
+from genfleet import constants as C
+from genfleet.records import JobMetrics, JobView
+
+ALL_FAILED_HINT = (
+    "check OPENAI_BASE_URL, OPENAI_API_KEY and LLM_MODEL, the network, "
+    "and the provider's status; the worker log has each error"
+)
+
+
+def final_status(view: JobView) -> str:
+    """``succeeded`` if every step is ok, ``failed`` if none is, else ``partial``."""
+    ok = sum(1 for s in view.record.step_ids if s in view.ok)
+    if ok == view.total:
+        return C.STATUS_SUCCEEDED
+    return C.STATUS_FAILED if ok == 0 else C.STATUS_PARTIAL
+
+
+def final_error(view: JobView) -> str | None:
+    """What to tell the user when steps failed (None when all succeeded)."""
+    failed = [r for r in view.step_results() if not r.ok]
+    if not failed:
+        return None
+    last = failed[-1].error or "unknown error"
+    if len(failed) == view.total:
+        return f"all {view.total} steps failed; last error: {last}; {ALL_FAILED_HINT}"
+    return f"{len(failed)} of {view.total} steps failed; last error: {last}"
+
+
+def compute_metrics(view: JobView, now: float | None = None) -> JobMetrics:
+    """Elapsed, serial-equivalent time, speed-up, efficiency (seed 000), tokens."""
+    results = view.step_results()
+    end = view.finished_at or now or time.time()
+    start = view.started_at or view.record.created_at
+    if results:
+        start = min(start, min(r.started_at for r in results))
+        end = max(r.finished_at for r in results) if view.done == view.total else end
+    elapsed = max(0.0, end - start)
+    serial = sum(r.seconds for r in results)
+    return JobMetrics(
+        elapsed_s=round(elapsed, 3),
+        serial_equivalent_s=round(serial, 3),
+        mean_step_s=round(serial / len(results), 3) if results else 0.0,
+        speedup=round(serial / elapsed, 3) if elapsed > 0 else 0.0,
+        parallel_efficiency_pct=round((serial - elapsed) / serial * 100, 1) if serial > 0 else 0.0,
+        steps_ok=sum(1 for r in results if r.ok),
+        steps_failed=sum(1 for r in results if not r.ok),
+        tokens_in=sum(r.tokens_in for r in results),
+        tokens_out=sum(r.tokens_out for r in results),
+        attempts=sum(r.attempts for r in results),
+        cache_hits=sum(1 for r in results if r.cached),
+    )

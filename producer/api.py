@@ -1,0 +1,72 @@
+"""The Python API for scripts: ``submit_chapter`` and friends, and ``get_job``."""
+
+from __future__ import annotations
+
+from genfleet import constants as C
+from genfleet.errors import InputError
+from genfleet.settings import Settings
+from producer.canvas import chapter_canvas
+from producer.client import connect
+from producer.jobs import JobHandle, enqueue, make_record
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(f"{name}={value!r} is invalid: allowed {low}-{high}")
+    return value
+
+
+def _check_text(name: str, value: object, max_chars: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{name} is empty: give a non-empty text")
+    if len(value) > max_chars:
+        raise InputError(f"{name} has {len(value)} characters: allowed at most {max_chars}")
+    return value
+
+
+def submit_chapter(
+    project_id: str,
+    chapter_number: int,
+    outline: str,
+    versions: int | None = None,
+    *,
+    settings: Settings | None = None,
+) -> JobHandle:
+    """Enqueue candidate versions of a chapter (seed 000); returns the job handle.
+
+    ``versions`` defaults to ``WRITER_CHAPTER_VERSION_COUNT``. With
+    ``WRITER_PARALLEL_GENERATION`` the versions run as a group, at most
+    ``WRITER_MAX_PARALLEL_REQUESTS`` at once; otherwise as a serial chain.
+    """
+    client = connect(settings)
+    s = client.settings
+    _check_text("project_id", project_id, C.MAX_PROJECT_ID_CHARS)
+    _check_int("chapter_number", chapter_number, 1, 100_000)
+    _check_text("outline", outline, C.MAX_OUTLINE_CHARS)
+    count = _check_int("versions", s.writer_chapter_version_count if versions is None else versions, 1, 10)
+    spec = {
+        "project_id": project_id,
+        "chapter_number": chapter_number,
+        "outline": outline,
+        "versions": count,
+        "model": s.llm_model,
+        "max_tokens": s.llm_max_tokens,
+    }
+    step_ids = [f"v{n + 1}" for n in range(count)]
+    parallel = s.writer_parallel_generation
+    record = make_record(
+        C.KIND_CHAPTER, spec, step_ids,
+        mode="parallel" if parallel else "serial",
+        max_parallel=s.writer_max_parallel_requests if parallel else 1,
+    )  # fmt: skip
+    canvas = chapter_canvas(
+        client.app, record.id, step_ids, parallel=parallel, max_parallel=record.max_parallel
+    )
+    return enqueue(client, record, canvas)
+
+
+def get_job(job_id: str, *, settings: Settings | None = None) -> JobHandle:
+    """A handle on an existing job; raises ``JobNotFoundError`` if there is none."""
+    client = connect(settings)
+    client.store.status(job_id)
+    return JobHandle(job_id, client)

@@ -1,0 +1,209 @@
+"""The ``genfleet`` command.
+
+Every user error ends as one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from genfleet.connection import sanitize_url, stop_owned_redis, use_redis
+from genfleet.errors import GenfleetError, InputError
+from genfleet.settings import load_settings
+from producer import views
+from producer.api import get_job, submit_chapter
+from producer.processes import celery_worker_command
+
+EXIT_USER_ERROR = 2
+JOB_ID = click.argument("job_id")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+def cli(verbose: bool) -> None:
+    """genfleet: a distributed content-generation farm on Celery and Redis."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command()
+@click.option("--versions", type=click.IntRange(1, 10), default=3, show_default=True)
+@click.option("--latency-ms", type=click.IntRange(0, 60_000), default=1500, show_default=True,
+              help="The built-in simulator's latency per call.")  # fmt: skip
+def demo(versions: int, latency_ms: int) -> None:
+    """Start what is missing, generate chapter versions in parallel, show a summary."""
+    from producer.demo import run_demo
+
+    run_demo(versions=versions, latency_ms=latency_ms)
+
+
+@cli.group()
+def worker() -> None:
+    """Run a worker (a wrapper over 'celery -A workers worker')."""
+
+
+@worker.command("llm")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 1024), default=None,
+              help="Calls this worker runs at once [default: LLM_MAX_CONCURRENT].")
+@click.option("--pool", type=click.Choice(["threads", "prefork"]), default="threads",
+              show_default=True)
+@click.option("--name", default="llm", show_default=True, help="Node name prefix (NAME@host).")
+@click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+              default="INFO", show_default=True)  # fmt: skip
+def worker_llm(concurrency: int | None, pool: str, name: str, loglevel: str) -> None:
+    """Run an LLM worker on the 'llm' and 'control' queues."""
+    settings = load_settings()
+    use_redis(settings)
+    args = celery_worker_command(
+        ["llm", "control"],
+        concurrency=concurrency or settings.llm_max_concurrent,
+        pool=pool, name=name, loglevel=loglevel,
+    )  # fmt: skip
+    sys.exit(_run_foreground(args))
+
+
+def _run_foreground(args: list[str]) -> int:
+    """Run a child in the foreground, passing SIGTERM on; stop owned Redis after it."""
+    proc = subprocess.Popen(args)
+
+    def forward(signum: int, _frame: Any) -> None:
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                continue  # the child got the same SIGINT and shuts down warm
+    finally:
+        stop_owned_redis()
+
+
+@cli.group()
+def submit() -> None:
+    """Submit a job."""
+
+
+@submit.command("chapter")
+@click.option("--project", required=True, help="Project id.")
+@click.option("--chapter", "chapter", type=click.IntRange(1, 100_000), required=True)
+@click.option("--versions", type=click.IntRange(1, 10), default=None,
+              help="Candidate versions [default: WRITER_CHAPTER_VERSION_COUNT].")
+@click.option("--outline-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
+def submit_chapter_cmd(
+    project: str, chapter: int, versions: int | None, outline_file: Path | None, wait: bool
+) -> None:
+    """Generate candidate versions of a chapter."""
+    outline = _read_text(outline_file) if outline_file else f"Chapter {chapter} of {project}."
+    handle = submit_chapter(project, chapter, outline, versions)
+    click.echo(handle.id)
+    if wait:
+        view = handle.wait()
+        click.echo(views.status_text(view))
+        sys.exit(0 if view.status in ("succeeded", "partial") else 1)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read it as UTF-8 text ({e.__class__.__name__})") from None
+
+
+@cli.command()
+@JOB_ID
+def status(job_id: str) -> None:
+    """Show a job's status, steps and metrics."""
+    click.echo(views.status_text(get_job(views.check_job_id(job_id)).view()))
+
+
+@cli.command()
+@JOB_ID
+@click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None)
+@click.option("--format", "fmt", type=click.Choice(["json", "jsonl"]), default="json",
+              show_default=True)  # fmt: skip
+def results(job_id: str, out: Path | None, fmt: str) -> None:
+    """Print (or write to --out) a job's results."""
+    view = get_job(views.check_job_id(job_id)).view()
+    text = views.results_text(view, fmt)
+    if out is None:
+        click.echo(text)
+        return
+    try:
+        out.write_text(text + "\n", encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"{out}: cannot write ({e.strerror})") from None
+    click.echo(f"wrote {len(view.step_results())} step results of {view.id} to {out}")
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+def jobs(limit: int) -> None:
+    """List recent jobs."""
+    from producer.client import connect
+
+    click.echo(views.jobs_text(connect().store, limit))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def simulate(ctx: click.Context) -> None:
+    """Run the OpenAI-compatible simulator (see 'genfleet simulate --help')."""
+    from simulator.__main__ import main as simulator_main
+
+    sys.exit(simulator_main(list(ctx.args)))
+
+
+@cli.command("redis")
+def redis_cmd() -> None:
+    """Run the embedded Redis in the foreground (when REDIS_URL is unset)."""
+    settings = load_settings()
+    if settings.redis_url:
+        raise InputError(f"REDIS_URL is set ({sanitize_url(settings.redis_url)}): nothing to start")
+    url = use_redis(settings)
+    click.echo(f"embedded Redis at {url}; export REDIS_URL={url} for other shells. Ctrl-C stops it.")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_owned_redis()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``genfleet`` command."""
+    try:
+        rc = cli.main(args=argv, prog_name="genfleet", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("genfleet: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("genfleet: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"genfleet: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except GenfleetError as e:
+        click.echo(f"genfleet: {e}", err=True)
+        sys.exit(EXIT_USER_ERROR)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,89 @@
+"""The job handle every ``submit_*`` returns, and the one way jobs are enqueued."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from celery.canvas import Signature
+
+from genfleet import constants as C
+from genfleet.errors import GenfleetError, RedisUnavailableError
+from genfleet.records import JobRecord, JobView
+from producer import progress
+from producer.client import Client
+
+logger = logging.getLogger(__name__)
+
+
+def new_job_id(kind: str) -> str:
+    """A short unique id that says the kind, e.g. ``chapter-3f9a1c2b7d10``."""
+    return f"{kind}-{uuid.uuid4().hex[:12]}"
+
+
+class JobHandle:
+    """A submitted job: ``.id``, ``.status()``, ``.wait()``, ``.results()``."""
+
+    def __init__(self, job_id: str, client: Client) -> None:
+        self.id = job_id
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.id!r})"
+
+    def view(self) -> JobView:
+        """Everything known about the job now."""
+        return self._client.store.load(self.id)
+
+    def status(self) -> str:
+        """``queued``, ``running``, ``succeeded``, ``partial``, ``failed`` or ``cancelled``."""
+        return self._client.store.status(self.id)
+
+    def wait(self, timeout: float | None = None, progress: bool = True) -> JobView:
+        """Block until the job ends (or ``timeout`` seconds pass); returns its view."""
+        return progress_follow(self, timeout=timeout, show=progress)
+
+    def results(self) -> list[dict[str, Any]]:
+        """One dict per finished step, in step order (outputs or errors)."""
+        return [r.model_dump() for r in self.view().step_results()]
+
+
+def progress_follow(handle: JobHandle, *, timeout: float | None, show: bool) -> JobView:
+    return progress.follow(handle.view, timeout=timeout, show=show)
+
+
+def enqueue(client: Client, record: JobRecord, canvas: Signature) -> JobHandle:
+    """Write the job record, then publish its canvas; on failure leave nothing behind."""
+    record_written = False
+    try:
+        client.store.create(record)
+        record_written = True
+        canvas.apply_async()
+    except GenfleetError:
+        raise
+    except Exception as e:
+        if record_written:
+            try:
+                client.store.delete(record.id)
+            except Exception:  # Redis itself is gone; nothing more to undo
+                logger.warning("job %s: could not remove the half-written record", record.id)
+        raise RedisUnavailableError(
+            f"could not enqueue job {record.id}: {e.__class__.__name__}: {e}"
+        ) from None
+    logger.info(
+        "job %s: %s planned with %d steps (parallel mode: %s)",
+        record.id, record.kind, len(record.step_ids), record.mode == "parallel",
+    )  # fmt: skip
+    return JobHandle(record.id, client)
+
+
+def make_record(kind: str, spec: dict[str, Any], step_ids: list[str], **kw: Any) -> JobRecord:
+    return JobRecord(
+        id=new_job_id(kind), kind=kind, spec=spec, step_ids=step_ids, created_at=time.time(), **kw
+    )
+
+
+def is_terminal(status: str) -> bool:
+    return status in C.TERMINAL_STATUSES

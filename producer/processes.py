@@ -1,0 +1,113 @@
+"""Child processes the ``genfleet`` command runs: Celery workers (and the simulator).
+
+Each is started with an explicit environment, logs to a file, and is stopped by PID
+(SIGTERM, then SIGKILL) when its context ends, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from genfleet.errors import GenfleetError
+
+
+def celery_worker_command(
+    queues: Sequence[str], *, concurrency: int, pool: str, name: str, loglevel: str = "INFO",
+    extra: Sequence[str] = (),
+) -> list[str]:  # fmt: skip
+    """The plain ``celery ... worker`` command line genfleet runs for a worker."""
+    return [
+        sys.executable, "-m", "celery", "-A", "workers", "worker",
+        "-Q", ",".join(queues), "-P", pool, "-c", str(concurrency),
+        "-n", f"{name}@%h", "--loglevel", loglevel, "--without-gossip", "--without-mingle",
+        *extra,
+    ]  # fmt: skip
+
+
+class ChildProcess:
+    """A subprocess stopped by PID when the context exits."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], log_path: Path) -> None:
+        self.args = args
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> ChildProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        return self
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_for_log(self, needle: str, timeout: float, start_offset: int = 0) -> None:
+        """Wait until ``needle`` appears in the log (after ``start_offset``)."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.log_text()[start_offset:]:
+            if self.proc is None or self.proc.poll() is not None:
+                raise GenfleetError(f"{self.args[2:6]} exited early; see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise GenfleetError(f"process not ready after {timeout:.0f}s; see {self.log_path}")
+            time.sleep(0.1)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL; returns the exit code."""
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.proc.wait()
+
+    def __enter__(self) -> ChildProcess:
+        return self.start() if self.proc is None else self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def start_worker(
+    queues: Sequence[str], *, concurrency: int, pool: str, name: str, env: dict[str, str],
+    log_path: Path, ready_timeout: float = 60.0, loglevel: str = "INFO",
+) -> ChildProcess:  # fmt: skip
+    """Start a Celery worker subprocess and wait until it says it is ready."""
+    args = celery_worker_command(
+        queues, concurrency=concurrency, pool=pool, name=name, loglevel=loglevel
+    )
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    child = ChildProcess(args, env=env, log_path=log_path).start()
+    try:
+        child.wait_for_log(" ready.", ready_timeout, start_offset=offset)
+    except BaseException:
+        child.stop()
+        raise
+    return child

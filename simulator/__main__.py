@@ -1,0 +1,119 @@
+"""Command line: ``python -m simulator [options]`` (also ``genfleet simulate``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from simulator.config import SimulatorConfig, parse_error_rate
+from simulator.process import READY_PREFIX
+from simulator.server import serve
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that reports a bad argument on one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _keys(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
+def _error_rate(text: str) -> tuple[str, float]:
+    try:
+        return parse_error_rate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser(prog: str = "python -m simulator") -> argparse.ArgumentParser:
+    """The argument parser of the simulator's command line."""
+    p = _Parser(prog=prog, description="Run the OpenAI-compatible provider simulator.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--latency-ms", type=float, default=200.0)
+    p.add_argument("--jitter-ms", type=float, default=0.0)
+    p.add_argument("--per-token-ms", type=float, default=0.0)
+    p.add_argument("--rpm", type=int, default=0, help="requests per minute per key; 0 = none")
+    p.add_argument("--tpm", type=int, default=0, help="tokens per minute per key; 0 = none")
+    p.add_argument("--error-rate", type=_error_rate, action="append", default=[],
+                   metavar="KIND=RATE", help="e.g. 429=0.1, 503=0.05, timeout=0.01; repeatable")
+    p.add_argument("--timeout-s", type=float, default=30.0)
+    p.add_argument("--output-tokens", type=int, default=200)
+    p.add_argument("--keys", type=_keys, default=(), help="k1,k2: the only accepted keys")
+    p.add_argument("--forbidden-keys", type=_keys, default=(), help="k1,k2: keys that get 403")
+    p.add_argument("--moderation-words", type=_keys, default=("forbidden",))
+    p.add_argument("--image-task-seconds", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-level", default="WARNING",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    """Build the config from parsed arguments; raise ValueError on a bad value."""
+    return SimulatorConfig(
+        host=args.host,
+        port=args.port,
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        per_token_ms=args.per_token_ms,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        error_rates=dict(args.error_rate),
+        timeout_s=args.timeout_s,
+        output_tokens=args.output_tokens,
+        valid_keys=args.keys,
+        forbidden_keys=args.forbidden_keys,
+        moderation_words=args.moderation_words,
+        image_task_seconds=args.image_task_seconds,
+        seed=args.seed,
+    )
+
+
+def _announce(base_url: str) -> None:
+    sys.stdout.write(f"{READY_PREFIX}{base_url}\n")
+    sys.stdout.flush()
+
+
+async def _run(config: SimulatorConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Not possible off the main thread or on Windows; Ctrl-C still works there.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await serve(config, stop, on_ready=_announce)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m simulator") -> int:
+    """Run the simulator until SIGTERM or SIGINT; return the exit status."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    try:
+        asyncio.run(_run(config))
+    except OSError as e:
+        sys.stderr.write(f"{prog}: error: cannot listen on {config.host}:{config.port}: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""genfleet's workers: the Celery app and everything that executes jobs."""
+
+from workers.app import app
+
+__all__ = ["app"]

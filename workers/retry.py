@@ -1,0 +1,84 @@
+"""The one retry layer: how a provider error is classified and how long to wait.
+
+The SDK's own retries are off (``max_retries=0``); only this module decides.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Mapping
+
+import openai
+
+from genfleet import constants as C
+from genfleet.errors import (
+    LLMError,
+    PermanentLLMError,
+    RateLimitedError,
+    TransientLLMError,
+)
+
+TRANSIENT_STATUSES = frozenset({408, 409, 429})
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds a provider asked us to wait (``retry-after-ms`` or ``Retry-After``)."""
+    if not headers:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def classify(exc: Exception, *, provider: str, model: str) -> LLMError:
+    """Map an ``openai`` SDK exception to genfleet's error tree."""
+    where = {"provider": provider, "model": model}
+    if isinstance(exc, openai.APITimeoutError):
+        return TransientLLMError("the provider timed out", **where)  # type: ignore[arg-type]
+    if isinstance(exc, openai.APIConnectionError):
+        return TransientLLMError("cannot connect to the provider", **where)  # type: ignore[arg-type]
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        retry_after = parse_retry_after(exc.response.headers)
+        message = _short_message(exc)
+        if status == 429:
+            return RateLimitedError(message, status=status, retry_after_s=retry_after, **where)  # type: ignore[arg-type]
+        if status in TRANSIENT_STATUSES or status >= 500:
+            return TransientLLMError(message, status=status, retry_after_s=retry_after, **where)  # type: ignore[arg-type]
+        return PermanentLLMError(message, status=status, **where)  # type: ignore[arg-type]
+    return PermanentLLMError(f"unexpected error: {exc.__class__.__name__}", **where)  # type: ignore[arg-type]
+
+
+def _short_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        detail = body.get("message") or (body.get("error") or {}).get("message")
+        if detail:
+            return f"the provider refused the call: {str(detail)[:200]}"
+    return f"the provider answered HTTP {exc.status_code}"
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter for the ``attempt``-th retry (1-based)."""
+    cap = min(C.RETRY_MAX_DELAY_S, C.RETRY_INITIAL_DELAY_S * 2 ** max(0, attempt - 1))
+    return (rng or random).uniform(0, cap)
+
+
+def retry_delay(error: TransientLLMError, attempt: int) -> float:
+    """How long to wait before the next attempt: Retry-After if given, else backoff."""
+    if error.retry_after_s is not None:
+        return min(error.retry_after_s, C.RETRY_AFTER_MAX_S)
+    return backoff_delay(attempt)

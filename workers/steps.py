@@ -1,0 +1,84 @@
+"""Running one step of a job: exactly-once results, failures recorded, never raised.
+
+Plain logic, no Celery. A step whose result is already stored is not run again (a
+redelivered message after a lost worker costs no second call). A failure is stored
+with its error and the raw answer, so it never sinks its siblings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from genfleet import constants as C
+from genfleet.errors import InvalidOutputError, LLMError
+from genfleet.records import JobRecord, StepResult
+from genfleet.store import JobStore
+from workers.gateway import CallContext, ChatResult, RetryLater
+
+logger = logging.getLogger(__name__)
+
+Work = Callable[[JobRecord, CallContext], tuple[Any, ChatResult | None]]
+
+
+def execute_step(
+    store: JobStore, job_id: str, step_id: str, index: int, work: Work, ctx: CallContext,
+    worker: str = "",
+) -> StepResult | None:  # fmt: skip
+    """Run ``work`` for a step unless its result exists; store and return the result.
+
+    Returns None when the job was cancelled. Raises ``RetryLater`` for the task to
+    re-schedule itself.
+    """
+    existing = store.step_ok(job_id, step_id)
+    if existing is not None:
+        logger.info("job %s step %s: result already stored; not calling again", job_id, step_id)
+        return existing
+    if store.status(job_id) == C.STATUS_CANCELLED:
+        logger.info("job %s step %s: job cancelled; step skipped", job_id, step_id)
+        return None
+    record = store.record(job_id)
+    store.mark_started(job_id, step_id)
+    started = time.time()
+    base = {"step_id": step_id, "index": index, "started_at": started, "worker": worker}
+    try:
+        output, call = work(record, ctx)
+    except RetryLater:
+        raise
+    except InvalidOutputError as e:
+        result = _failure(job_id, base, e, raw=e.raw, attempts=e.attempts)
+    except LLMError as e:
+        result = _failure(job_id, base, e, attempts=e.attempts)
+    except Exception as e:  # a defect must not sink the job: record it, keep serving
+        logger.exception("job %s step %s: unexpected error", job_id, step_id)
+        result = _failure(job_id, base, e, attempts=ctx.attempts_used + 1)
+    else:
+        result = StepResult(
+            **base, ok=True, output=output, finished_at=time.time(),
+            attempts=call.attempts if call else 1,
+            tokens_in=call.tokens_in if call else 0,
+            tokens_out=call.tokens_out if call else 0,
+            model=call.model if call else "",
+            cached=call.cached if call else False,
+        )  # fmt: skip
+    if not store.save_step(job_id, result):
+        logger.info("job %s step %s: a result was stored meanwhile; keeping it", job_id, step_id)
+        return store.step_ok(job_id, step_id)
+    return result
+
+
+def _failure(
+    job_id: str, base: dict[str, Any], error: Exception, *, attempts: int, raw: str = ""
+) -> StepResult:
+    logger.error("job %s step %s failed: %s", job_id, base["step_id"], error)
+    return StepResult(
+        **base,
+        ok=False,
+        error=str(error),
+        error_type=error.__class__.__name__,
+        raw=raw or None,
+        attempts=max(1, attempts),
+        finished_at=time.time(),
+    )
