@@ -70,3 +70,21 @@ RETRY_INITIAL_DELAY_S = 0.5
 RETRY_MAX_DELAY_S = 8.0
 RETRY_AFTER_MAX_S = 120.0  # a provider's Retry-After above this is capped
 INLINE_WAIT_MAX_S = 3.0  # longer waits re-schedule the task instead of blocking a slot
+
+# Limiter
+# Keys (see workers/limiter.py): {scope} is Scope.redis_part(), never an API key.
+KEY_LIMITER_SCOPE = KEY_LIMITER_PREFIX + ":{scope}"  # + :cooldown :state :leases :rpm :tpm ...
+KEY_LIMITER_JOB = KEY_LIMITER_PREFIX + ":job:{job_id}"  # + :next :leases
+LIMITER_WINDOW_S = 60.0  # the providers' rate-limit window
+LIMITER_WINDOW_MARGIN_S = 1.0  # our window is this much longer, for delivery delays
+LIMITER_KEY_TTL_MARGIN_S = 300.0  # idle scope keys expire this long past window/lease
+LIMITER_BURST_DIVISOR = 20  # GCRA burst tolerance: max(1, limit // 20)
+LIMITER_CONCURRENCY_WAIT_S = 0.05  # wait hint when a slot (not a rate) is the limit
+LIMITER_MIN_WAIT_S = 0.001  # every Denied.wait_s is at least this
+LIMITER_BACKOFF_INITIAL_S = 1.0  # cooldown after a 429 without Retry-After, doubling ...
+LIMITER_BACKOFF_MAX_S = 30.0  # ... up to this
+LIMITER_DECREASE_GAP_S = 1.0  # AIMD halves the limit at most once per this
+LIMITER_POLL_INITIAL_S = 0.02  # acquire(): polling for a free slot starts here ...
+LIMITER_POLL_MAX_S = 0.25  # ... and grows x LIMITER_POLL_GROWTH up to this
+LIMITER_POLL_GROWTH = 1.5
+LIMITER_MIN_SLEEP_S = 0.01  # acquire() never sleeps less than this

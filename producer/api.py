@@ -43,7 +43,9 @@ def submit_chapter(
     _check_text("project_id", project_id, C.MAX_PROJECT_ID_CHARS)
     _check_int("chapter_number", chapter_number, 1, 100_000)
     _check_text("outline", outline, C.MAX_OUTLINE_CHARS)
-    count = _check_int("versions", s.writer_chapter_version_count if versions is None else versions, 1, 10)
+    count = _check_int(
+        "versions", s.writer_chapter_version_count if versions is None else versions, 1, 10
+    )
     spec = {
         "project_id": project_id,
         "chapter_number": chapter_number,

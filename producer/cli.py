@@ -53,10 +53,16 @@ def worker() -> None:
 
 
 @worker.command("llm")
-@click.option("--concurrency", "-c", type=click.IntRange(1, 1024), default=None,
-              help="Calls this worker runs at once [default: LLM_MAX_CONCURRENT].")
-@click.option("--pool", type=click.Choice(["threads", "prefork"]), default="threads",
-              show_default=True)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Calls this worker runs at once [default: LLM_MAX_CONCURRENT].",
+)
+@click.option(
+    "--pool", type=click.Choice(["threads", "prefork"]), default="threads", show_default=True
+)
 @click.option("--name", default="llm", show_default=True, help="Node name prefix (NAME@host).")
 @click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True)  # fmt: skip
@@ -98,8 +104,12 @@ def submit() -> None:
 @submit.command("chapter")
 @click.option("--project", required=True, help="Project id.")
 @click.option("--chapter", "chapter", type=click.IntRange(1, 100_000), required=True)
-@click.option("--versions", type=click.IntRange(1, 10), default=None,
-              help="Candidate versions [default: WRITER_CHAPTER_VERSION_COUNT].")
+@click.option(
+    "--versions",
+    type=click.IntRange(1, 10),
+    default=None,
+    help="Candidate versions [default: WRITER_CHAPTER_VERSION_COUNT].",
+)
 @click.option("--outline-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
 def submit_chapter_cmd(
@@ -175,7 +185,9 @@ def redis_cmd() -> None:
     if settings.redis_url:
         raise InputError(f"REDIS_URL is set ({sanitize_url(settings.redis_url)}): nothing to start")
     url = use_redis(settings)
-    click.echo(f"embedded Redis at {url}; export REDIS_URL={url} for other shells. Ctrl-C stops it.")
+    click.echo(
+        f"embedded Redis at {url}; export REDIS_URL={url} for other shells. Ctrl-C stops it."
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         signal.pause()

@@ -18,7 +18,9 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 def check_job_id(job_id: str) -> str:
     """Refuse a job id that cannot be one (before touching Redis)."""
     if not _JOB_ID.match(job_id):
-        raise InputError(f"job id {job_id!r} is malformed: letters, digits, '-', '_', '.', ':' only")
+        raise InputError(
+            f"job id {job_id!r} is malformed: letters, digits, '-', '_', '.', ':' only"
+        )
     return job_id
 
 
@@ -41,7 +43,9 @@ def status_text(view: JobView) -> str:
     for step_id in view.record.step_ids:
         if step_id in view.ok:
             r = view.ok[step_id]
-            state = f"ok in {r.seconds:.2f}s, {r.tokens_out} tokens" + (" (cached)" if r.cached else "")
+            state = f"ok in {r.seconds:.2f}s, {r.tokens_out} tokens" + (
+                " (cached)" if r.cached else ""
+            )
         elif step_id in view.failed:
             state = f"failed: {view.failed[step_id].error}"
         elif step_id in view.running:
@@ -49,9 +53,10 @@ def status_text(view: JobView) -> str:
         else:
             state = "waiting"
         lines.append(f"  {step_id}: {state}")
+    m = metrics
     lines.append(
-        f"  elapsed {metrics.elapsed_s:.2f}s, serial-equivalent {metrics.serial_equivalent_s:.2f}s, "
-        f"speed-up {metrics.speedup:.2f}x, tokens in/out {metrics.tokens_in}/{metrics.tokens_out}"
+        f"  elapsed {m.elapsed_s:.2f}s, serial-equivalent {m.serial_equivalent_s:.2f}s, "
+        f"speed-up {m.speedup:.2f}x, tokens in/out {m.tokens_in}/{m.tokens_out}"
     )
     if view.error:
         lines.append(f"  error: {view.error}")

@@ -46,8 +46,14 @@ def build_parser(prog: str = "python -m simulator") -> argparse.ArgumentParser:
     p.add_argument("--per-token-ms", type=float, default=0.0)
     p.add_argument("--rpm", type=int, default=0, help="requests per minute per key; 0 = none")
     p.add_argument("--tpm", type=int, default=0, help="tokens per minute per key; 0 = none")
-    p.add_argument("--error-rate", type=_error_rate, action="append", default=[],
-                   metavar="KIND=RATE", help="e.g. 429=0.1, 503=0.05, timeout=0.01; repeatable")
+    p.add_argument(
+        "--error-rate",
+        type=_error_rate,
+        action="append",
+        default=[],
+        metavar="KIND=RATE",
+        help="e.g. 429=0.1, 503=0.05, timeout=0.01; repeatable",
+    )
     p.add_argument("--timeout-s", type=float, default=30.0)
     p.add_argument("--output-tokens", type=int, default=200)
     p.add_argument("--keys", type=_keys, default=(), help="k1,k2: the only accepted keys")
@@ -55,8 +61,7 @@ def build_parser(prog: str = "python -m simulator") -> argparse.ArgumentParser:
     p.add_argument("--moderation-words", type=_keys, default=("forbidden",))
     p.add_argument("--image-task-seconds", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-level", default="WARNING",
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
 

@@ -18,8 +18,9 @@ MAX_TOKENS_LIMIT = 10**6
 _DIGEST_FIELDS = ("model", "messages", "temperature", "seed", "n", "user")
 
 
-def int_field(body: Mapping[str, Any], name: str, default: int | None, low: int, high: int
-              ) -> int | None:
+def int_field(
+    body: Mapping[str, Any], name: str, default: int | None, low: int, high: int
+) -> int | None:
     """``body[name]`` checked to be an int in ``low..high`` (400 otherwise)."""
     value = body.get(name, default)
     if value is None:
@@ -39,6 +40,7 @@ class ChatPlan:
     completion_tokens: int
     admission_tokens: int  # what the TPM cap counts: prompt + planned completion
     prompt_hash: str
+    forced_status: int | None = None  # from the config's fail_patterns
 
 
 def plan_chat(body: Mapping[str, Any], config: SimulatorConfig) -> ChatPlan:
@@ -59,11 +61,14 @@ def plan_chat(body: Mapping[str, Any], config: SimulatorConfig) -> ChatPlan:
     cjk = textgen.is_mostly_cjk(textgen.message_text(messages))
     fmt = body.get("response_format") or {}
     try:
-        choices = [_choice(i, textgen.rng_for(digest, i), fmt, limit, truncated, cjk)
-                   for i in range(n)]
+        choices = [
+            _choice(i, textgen.rng_for(digest, i), fmt, limit, truncated, cjk) for i in range(n)
+        ]
     except (TypeError, ValueError) as e:  # a schema the filler cannot satisfy
         raise ApiError(400, f"Invalid schema for response_format: {e}") from None
     prompt_tokens = estimate_messages_tokens(messages)
+    text = textgen.message_text(messages)
+    forced = next((st for pat, st in config.fail_patterns.items() if pat in text), None)
     return ChatPlan(
         model=model,
         choices=choices,
@@ -71,20 +76,24 @@ def plan_chat(body: Mapping[str, Any], config: SimulatorConfig) -> ChatPlan:
         completion_tokens=sum(estimate_text_tokens(c["message"]["content"]) for c in choices),
         admission_tokens=prompt_tokens + limit * n,
         prompt_hash=textgen.prompt_hash(messages),
+        forced_status=forced,
     )
 
 
 def _messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(
-        isinstance(m, dict) for m in messages
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(isinstance(m, dict) for m in messages)
     ):
         raise ApiError(400, "'messages' must be a non-empty list of message objects.")
     return messages
 
 
-def _choice(index: int, rng: random.Random, fmt: Any, limit: int, truncated: bool, cjk: bool
-            ) -> dict[str, Any]:
+def _choice(
+    index: int, rng: random.Random, fmt: Any, limit: int, truncated: bool, cjk: bool
+) -> dict[str, Any]:
     kind = fmt.get("type") if isinstance(fmt, Mapping) else None
     finish = "stop"
     if kind == "json_schema":

@@ -24,6 +24,8 @@ RUNTIME_FIELDS = frozenset(
         "timeout_s",
         "output_tokens",
         "image_task_seconds",
+        "fail_patterns",
+        "valid_keys",
     }
 )
 
@@ -81,6 +83,9 @@ class SimulatorConfig:
     moderation_words: tuple[str, ...] = ("forbidden",)
     task_failure_words: tuple[str, ...] = ("task-failure",)  # async image tasks that fail
     image_task_seconds: float = 1.0  # how long an async image task takes
+    # A chat request whose messages contain one of these texts gets that HTTP status:
+    # deterministic fault injection for one chosen step of a job.
+    fail_patterns: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -90,12 +95,17 @@ class SimulatorConfig:
         for name in ("rpm", "tpm"):
             _check_min(name, getattr(self, name), 0)
         _check_min("output_tokens", self.output_tokens, 1)
-        rates = {_check_error_key(str(k)): _check_rate(str(k), float(v))
-                 for k, v in self.error_rates.items()}
+        rates = {
+            _check_error_key(str(k)): _check_rate(str(k), float(v))
+            for k, v in self.error_rates.items()
+        }
         total = sum(rates.values())
         if total > 1.0 + 1e-9:
             raise ValueError(f"error rates add up to {total:.3f}; they must add up to <= 1")
         object.__setattr__(self, "error_rates", rates)
+        patterns = {str(k): int(_check_error_key(str(v))) for k, v in self.fail_patterns.items()}
+        object.__setattr__(self, "fail_patterns", patterns)
+        object.__setattr__(self, "valid_keys", tuple(self.valid_keys))
 
     def updated(self, changes: Mapping[str, Any]) -> SimulatorConfig:
         """Return a copy with run-time ``changes`` applied; raise ValueError on bad ones."""
@@ -107,5 +117,7 @@ class SimulatorConfig:
     def runtime_view(self) -> dict[str, Any]:
         """The fields that may change at run time, as JSON-ready values."""
         return {name: getattr(self, name) for name in sorted(RUNTIME_FIELDS)} | {
-            "error_rates": dict(self.error_rates)
+            "error_rates": dict(self.error_rates),
+            "fail_patterns": dict(self.fail_patterns),
+            "valid_keys": list(self.valid_keys),
         }

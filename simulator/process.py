@@ -78,10 +78,11 @@ class SimulatorProcess:
     ``image_task_seconds``, ``seed``, ``host``, ``port``, ``log_level``).
     """
 
-    def __init__(self, extra_args: Sequence[str] = (), **options: Any) -> None:
+    def __init__(self, *, extra_args: Sequence[str] = (), **options: Any) -> None:
         self._args = [*simulator_args(options), *extra_args]
         self._proc: subprocess.Popen[bytes] | None = None
         self.base_url = ""
+        self.returncode: int | None = None  # set once stopped
 
     @property
     def pid(self) -> int:
@@ -125,7 +126,7 @@ class SimulatorProcess:
             except subprocess.TimeoutExpired:
                 logger.warning("simulator pid %d ignored SIGTERM; killing it", proc.pid)
                 proc.kill()
-                proc.wait()
+        self.returncode = proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
 

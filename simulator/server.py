@@ -170,6 +170,8 @@ async def chat_completions(request: web.Request) -> web.Response:
     key = state.authorize(request)
     plan = plan_chat(await _json_body(request), state.config)
     with state.stats.tracking():
+        if plan.forced_status is not None:
+            raise injected_error(str(plan.forced_status))
         await state.gate(key, plan.admission_tokens, plan.completion_tokens)
     state.stats.record_chat(plan.prompt_hash, plan.prompt_tokens, plan.completion_tokens)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -278,7 +280,7 @@ async def admin_config(request: web.Request) -> web.Response:
         changes = await _json_body(request)
         try:
             state.config = state.config.updated(changes)
-        except (TypeError, ValueError) as e:
+        except (AttributeError, TypeError, ValueError) as e:
             raise ApiError(400, f"Bad config change: {e}") from None
         logger.info("config changed: %s", sorted(changes))
     return web.json_response({"config": state.config.runtime_view()})
@@ -313,8 +315,9 @@ async def _errors_and_counts(
             request.app[STATE].stats.record(path, key_id(_bearer(request)), status)
 
 
-def create_app(config: SimulatorConfig, now: Callable[[], float] = time.monotonic
-               ) -> web.Application:
+def create_app(
+    config: SimulatorConfig, now: Callable[[], float] = time.monotonic
+) -> web.Application:
     """Build the aiohttp application for ``config``."""
     app = web.Application(middlewares=[_errors_and_counts], client_max_size=32 * 1024**2)
     app[STATE] = SimulatorState(config, now)
@@ -342,8 +345,9 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(config: SimulatorConfig, stop: asyncio.Event,
-                on_ready: Callable[[str], None] | None = None) -> None:
+async def serve(
+    config: SimulatorConfig, stop: asyncio.Event, on_ready: Callable[[str], None] | None = None
+) -> None:
     """Serve until ``stop`` is set; ``on_ready`` gets the base URL once listening."""
     runner = web.AppRunner(
         create_app(config), access_log=None, shutdown_timeout=1.0, handler_cancellation=True

@@ -264,8 +264,9 @@ class _Filler:
             length = max(length, min(len(prefix), high))
             if items is False:
                 length = min(length, len(prefix))
-        out = [self.value(prefix[i] if i < len(prefix) else items, depth + 1)
-               for i in range(length)]
+        out = [
+            self.value(prefix[i] if i < len(prefix) else items, depth + 1) for i in range(length)
+        ]
         return _unique(out) if schema.get("uniqueItems") else out
 
 

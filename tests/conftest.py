@@ -63,7 +63,9 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, redis_url: str, home: Path, r: redis.Redis) -> dict[str, str]:
+def env(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, home: Path, r: redis.Redis
+) -> dict[str, str]:
     """This process's environment pointed at the test Redis and a private home."""
     for name in list(os.environ):
         if name.startswith(("LLM_", "WRITER_", "OPENAI_", "MAX_CONCURRENT", "GENFLEET_")):

@@ -101,7 +101,10 @@ def test_results_readable_after_the_worker_is_gone(sim, workers: Workers, env) -
         (("status", "no-such-job"), "no job 'no-such-job'"),
         (("status", "bad id!"), "malformed"),
         (("submit", "chapter", "--project", "p", "--chapter", "1", "--versions", "11"), "11"),
-        (("submit", "chapter", "--project", "p", "--chapter", "1", "--outline-file", "/nope"), "/nope"),
+        (
+            ("submit", "chapter", "--project", "p", "--chapter", "1", "--outline-file", "/nope"),
+            "/nope",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_nothing_enqueued(env, r, args, needle) -> None:

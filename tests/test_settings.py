@@ -53,7 +53,11 @@ def test_explicit_argument_beats_environment(monkeypatch: pytest.MonkeyPatch) ->
     ("variable", "value", "expected"),
     [
         ("LLM_MAX_RETRIES", "9", "LLM_MAX_RETRIES=9 is invalid: allowed 0-5"),
-        ("WRITER_CHAPTER_VERSION_COUNT", "0", "WRITER_CHAPTER_VERSION_COUNT=0 is invalid: allowed 1-10"),
+        (
+            "WRITER_CHAPTER_VERSION_COUNT",
+            "0",
+            "WRITER_CHAPTER_VERSION_COUNT=0 is invalid: allowed 1-10",
+        ),
         ("WRITER_MAX_PARALLEL_REQUESTS", "11", "allowed 1-10"),
         ("WRITER_PARALLEL_GENERATION", "maybe", "allowed true or false"),
         ("LLM_MAX_CONCURRENT", "abc", "LLM_MAX_CONCURRENT=abc is invalid"),

@@ -45,7 +45,9 @@ def generate_version(
         seed=index,  # keeps parallel versions distinct, also for the cache
     )
     label = _label(record, index)
-    logger.info("job %s: %s started (parallel mode: %s)", record.id, label, record.mode == "parallel")
+    logger.info(
+        "job %s: %s started (parallel mode: %s)", record.id, label, record.mode == "parallel"
+    )
     started = time.monotonic()
     result = gateway.chat(request, ctx)
     logger.info("job %s: %s done in %.2fs", record.id, label, time.monotonic() - started)

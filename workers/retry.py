@@ -45,21 +45,26 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 def classify(exc: Exception, *, provider: str, model: str) -> LLMError:
     """Map an ``openai`` SDK exception to genfleet's error tree."""
-    where = {"provider": provider, "model": model}
     if isinstance(exc, openai.APITimeoutError):
-        return TransientLLMError("the provider timed out", **where)  # type: ignore[arg-type]
+        return TransientLLMError("the provider timed out", provider=provider, model=model)
     if isinstance(exc, openai.APIConnectionError):
-        return TransientLLMError("cannot connect to the provider", **where)  # type: ignore[arg-type]
+        return TransientLLMError("cannot connect to the provider", provider=provider, model=model)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         retry_after = parse_retry_after(exc.response.headers)
         message = _short_message(exc)
         if status == 429:
-            return RateLimitedError(message, status=status, retry_after_s=retry_after, **where)  # type: ignore[arg-type]
+            return RateLimitedError(
+                message, status=status, retry_after_s=retry_after, provider=provider, model=model
+            )
         if status in TRANSIENT_STATUSES or status >= 500:
-            return TransientLLMError(message, status=status, retry_after_s=retry_after, **where)  # type: ignore[arg-type]
-        return PermanentLLMError(message, status=status, **where)  # type: ignore[arg-type]
-    return PermanentLLMError(f"unexpected error: {exc.__class__.__name__}", **where)  # type: ignore[arg-type]
+            return TransientLLMError(
+                message, status=status, retry_after_s=retry_after, provider=provider, model=model
+            )
+        return PermanentLLMError(message, status=status, provider=provider, model=model)
+    return PermanentLLMError(
+        f"unexpected error: {exc.__class__.__name__}", provider=provider, model=model
+    )
 
 
 def _short_message(exc: openai.APIStatusError) -> str:

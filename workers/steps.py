@@ -42,7 +42,12 @@ def execute_step(
     record = store.record(job_id)
     store.mark_started(job_id, step_id)
     started = time.time()
-    base = {"step_id": step_id, "index": index, "started_at": started, "worker": worker}
+    base: dict[str, Any] = {
+        "step_id": step_id,
+        "index": index,
+        "started_at": started,
+        "worker": worker,
+    }
     try:
         output, call = work(record, ctx)
     except RetryLater:

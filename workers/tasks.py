@@ -53,7 +53,9 @@ def _run_step(task: Task, job_id: str, step_id: str, index: int, work: Work, use
 
 
 @app.task(name=C.TASK_CHAPTER_VERSION, **_STEP_OPTIONS)
-def chapter_version(self: Task, job_id: str, step_id: str, index: int, attempts_used: int = 0) -> dict:
+def chapter_version(
+    self: Task, job_id: str, step_id: str, index: int, attempts_used: int = 0
+) -> dict:
     """Write one candidate version of a chapter."""
 
     def work(record: Any, ctx: CallContext) -> Any:
