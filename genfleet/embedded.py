@@ -118,8 +118,14 @@ class EmbeddedRedis:
             "--save", "",
             "--logfile", str(self.folder / "redis.log"),
         ]  # fmt: skip
+        # Its own session: a Ctrl-C in the terminal reaches the genfleet process, which
+        # stops its children in order, rather than killing Redis under a running job.
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         self.url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + EMBEDDED_REDIS_START_TIMEOUT_S

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import redis
 
 from genfleet.connection import sanitize_url, stop_owned_redis, use_redis
 from genfleet.errors import GenfleetError, InputError
@@ -212,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except GenfleetError as e:
         click.echo(f"genfleet: {e}", err=True)
+        sys.exit(EXIT_USER_ERROR)
+    except redis.RedisError as e:
+        click.echo(f"genfleet: lost the connection to Redis ({e.__class__.__name__})", err=True)
         sys.exit(EXIT_USER_ERROR)
     sys.exit(rc if isinstance(rc, int) else 0)
 

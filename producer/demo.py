@@ -85,6 +85,6 @@ def _print_summary(console: Console, view: JobView, out: Path) -> None:
     Console(file=sys.stdout).print(table)
     console.print(f"results: {out}")
     console.print(
-        f"also in Redis under genfleet:job:{view.id}* while it runs again: "
-        f"genfleet results {view.id}"
+        f"also in Redis (key genfleet:job:{view.id}, kept RESULT_TTL_S); "
+        f"read them again with: genfleet results {view.id}"
     )

@@ -50,7 +50,12 @@ class ChildProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.args, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                self.args,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # stopped by PID from here, not by the terminal's Ctrl-C
             )
         return self
 

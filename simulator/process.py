@@ -101,7 +101,10 @@ class SimulatorProcess:
             p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
         )
         command = [sys.executable, "-m", "simulator", *self._args]
-        self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
+        # Own session: a terminal's Ctrl-C goes to the parent, which stops this by PID.
+        self._proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, env=env, start_new_session=True
+        )
         try:
             assert self._proc.stdout is not None
             line = _read_ready_line(self._proc.stdout, self._proc, START_TIMEOUT_S)

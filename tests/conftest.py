@@ -2,7 +2,8 @@
 and real Celery worker subprocesses.
 
 Redis: ``GENFLEET_TEST_REDIS_URL`` if set; else 127.0.0.1:6379 database 15 when a
-server answers there; else an embedded redis-server started for the session.
+server answers there (and ``GENFLEET_TEST_EMBEDDED`` is unset); else an embedded
+redis-server started for the session.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if explicit:
         yield explicit
         return
-    if _local_redis_answers():
+    # GENFLEET_TEST_EMBEDDED=1 forces the path a machine without a Redis server takes.
+    if not os.environ.get("GENFLEET_TEST_EMBEDDED") and _local_redis_answers():
         yield f"redis://127.0.0.1:6379/{TEST_DB}"
         return
     embedded = EmbeddedRedis(tmp_path_factory.mktemp("embedded-redis"))

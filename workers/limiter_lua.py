@@ -1,0 +1,282 @@
+"""The Lua scripts behind ``workers.limiter``: each limiter decision is one script call.
+
+Times are seconds as floats. A script uses ``ARGV[1]`` as "now" when it is > 0 (tests
+inject a clock) and Redis' ``TIME`` otherwise, so the workers' own clocks never matter.
+Numbers go back to Python as strings: Redis would truncate a Lua number to an integer.
+"""
+
+from __future__ import annotations
+
+PRELUDE = """
+local function clock(arg)
+  local injected = tonumber(arg)
+  if injected and injected > 0 then return injected end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function num(value, default)  -- a Redis reply (string, or false when missing)
+  return tonumber(value) or default
+end
+local function fmt(x) return string.format('%.6f', x) end
+local function clamp(x, lo, hi) return math.max(lo, math.min(hi, x)) end
+"""
+
+# KEYS: 1 cooldown, 2 state, 3 leases, 4 rpm log, 5 tpm log, 6 tpm tokens,
+#       7 job next, 8 job leases
+# ARGV: 1 now, 2 lease id, 3 tokens, 4 max_concurrent, 5 rpm, 6 tpm, 7 lease_s,
+#       8 window_s, 9 job_concurrency, 10 throttle_s, 11 ttl_ms, 12 burst divisor,
+#       13 slot wait hint, 14 minimum wait
+# Returns {1, in_flight, effective} or {0, reason, wait_s}.
+ACQUIRE = (
+    PRELUDE
+    + """
+local now = clock(ARGV[1])
+local lease, tokens = ARGV[2], tonumber(ARGV[3])
+local maxc, rpm, tpm = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local lease_s, window = tonumber(ARGV[7]), tonumber(ARGV[8])
+local job_conc, throttle_s = tonumber(ARGV[9]), tonumber(ARGV[10])
+local ttl_ms, divisor = tonumber(ARGV[11]), tonumber(ARGV[12])
+local slot_wait, min_wait = tonumber(ARGV[13]), tonumber(ARGV[14])
+local state, leases, rpm_log, tpm_log, tpm_tok = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+
+local function deny(reason, wait)
+  return {0, reason, fmt(math.max(wait, min_wait))}
+end
+
+-- GCRA: the theoretical arrival time after admitting `cost`, and how long to wait
+-- first (> 0 means not yet). `burst` is in the same units as `cost`.
+local function gcra(field, cost, interval, burst)
+  local tat = math.max(num(redis.call('HGET', state, field), 0), now)
+  local new_tat = tat + cost * interval
+  return new_tat, new_tat - now - burst * interval
+end
+
+local function job_wait()
+  if throttle_s > 0 then
+    local next_at = num(redis.call('GET', KEYS[7]), 0)
+    if now < next_at then return 'throttle', next_at - now end
+  end
+  if job_conc > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
+    if redis.call('ZCARD', KEYS[8]) >= job_conc then return 'job_concurrency', slot_wait end
+  end
+  return nil, 0
+end
+
+-- The wait until the log holds fewer than `rpm` entries newer than now - window.
+local function rpm_window_wait()
+  redis.call('ZREMRANGEBYSCORE', rpm_log, '-inf', now - window)
+  local count = redis.call('ZCARD', rpm_log)
+  if count < rpm then return 0 end
+  local nth = redis.call('ZRANGE', rpm_log, count - rpm, count - rpm, 'WITHSCORES')
+  return tonumber(nth[2]) + window - now
+end
+
+-- Drops token entries older than the window; returns the tokens still in it.
+local function tpm_window_sum()
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', tpm_log, '-inf', now - window, 'LIMIT', 0, 256)
+    if #old == 0 then break end
+    local freed = 0
+    for _, amount in ipairs(redis.call('HMGET', tpm_tok, unpack(old))) do
+      freed = freed + num(amount, 0)
+    end
+    redis.call('HDEL', tpm_tok, unpack(old))
+    redis.call('ZREM', tpm_log, unpack(old))
+    redis.call('HINCRBY', state, 'tpm_sum', -freed)
+  end
+  if redis.call('ZCARD', tpm_log) == 0 then return 0 end  -- heals a drifted sum
+  return num(redis.call('HGET', state, 'tpm_sum'), 0)
+end
+
+-- The wait until the oldest entries holding `need` tokens have left the window.
+local function tpm_window_wait(need)
+  local freed, offset = 0, 0
+  while true do
+    local batch = redis.call('ZRANGE', tpm_log, offset, offset + 255, 'WITHSCORES')
+    if #batch == 0 then return window end
+    local members = {}
+    for i = 1, #batch, 2 do members[#members + 1] = batch[i] end
+    for i, amount in ipairs(redis.call('HMGET', tpm_tok, unpack(members))) do
+      freed = freed + num(amount, 0)
+      if freed >= need then return tonumber(batch[2 * i]) + window - now end
+    end
+    offset = offset + 256
+  end
+end
+
+local function rate_wait()
+  local rpm_tat, tpm_tat
+  if rpm > 0 then
+    local wait = rpm_window_wait()
+    local tat, pace = gcra('rpm_tat', 1, 60 / rpm, math.max(1, math.floor(rpm / divisor)))
+    wait = math.max(wait, pace)
+    if wait > 0 then return 'rpm', wait end
+    rpm_tat = tat
+  end
+  if tpm > 0 then
+    if tokens > tpm then return 'tpm', 60 end
+    local sum, wait = tpm_window_sum(), 0
+    if sum + tokens > tpm then wait = tpm_window_wait(sum + tokens - tpm) end
+    local burst = math.max(tokens, math.floor(tpm / divisor))
+    local tat, pace = gcra('tpm_tat', tokens, 60 / tpm, burst)
+    wait = math.max(wait, pace)
+    if wait > 0 then return 'tpm', wait end
+    tpm_tat = tat
+  end
+  return nil, 0, rpm_tat, tpm_tat
+end
+
+local function admit(effective, in_flight, rpm_tat, tpm_tat)
+  redis.call('ZADD', leases, now + lease_s, lease)
+  redis.call('HSET', state, 'eff', effective, 'max', maxc, 'tpm', tpm)
+  if rpm_tat then
+    redis.call('ZADD', rpm_log, now, lease)
+    redis.call('HSET', state, 'rpm_tat', rpm_tat)
+  end
+  if tpm_tat then
+    redis.call('ZADD', tpm_log, now, lease)
+    redis.call('HSET', tpm_tok, lease, tokens)
+    redis.call('HINCRBY', state, 'tpm_sum', tokens)
+    redis.call('HSET', state, 'tpm_tat', tpm_tat)
+  end
+  if throttle_s > 0 then
+    local px = ttl_ms + math.ceil(throttle_s * 1000)
+    redis.call('SET', KEYS[7], now + throttle_s, 'PX', px)
+  end
+  if job_conc > 0 then redis.call('ZADD', KEYS[8], now + lease_s, lease) end
+  return {1, in_flight + 1, effective}
+end
+
+local function decide()
+  local cooldown_until = num(redis.call('GET', KEYS[1]), 0)
+  if now < cooldown_until then return deny('cooldown', cooldown_until - now) end
+  local reason, wait = job_wait()
+  if reason then return deny(reason, wait) end
+  redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+  local effective = clamp(num(redis.call('HGET', state, 'eff'), maxc), 1, maxc)
+  local in_flight = redis.call('ZCARD', leases)
+  if in_flight >= effective then return deny('concurrency', slot_wait) end
+  local rpm_tat, tpm_tat
+  reason, wait, rpm_tat, tpm_tat = rate_wait()
+  if reason then return deny(reason, wait) end
+  return admit(effective, in_flight, rpm_tat, tpm_tat)
+end
+
+local reply = decide()
+for i = 2, 6 do redis.call('PEXPIRE', KEYS[i], ttl_ms) end
+redis.call('PEXPIRE', KEYS[8], ttl_ms)
+return reply
+"""
+)
+
+# KEYS: 1 state, 2 leases, 3 tpm log, 4 tpm tokens, 5 job leases
+# ARGV: 1 now, 2 lease id, 3 actual tokens (< 0: unknown), 4 ok (1/0)
+# Returns 1 when the lease was live, 0 when it had expired or was released before.
+RELEASE = (
+    PRELUDE
+    + """
+local now = clock(ARGV[1])
+local lease, actual, ok = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+local state = KEYS[1]
+local expiry = tonumber(redis.call('ZSCORE', KEYS[2], lease))
+local live = expiry ~= nil and expiry > now
+redis.call('ZREM', KEYS[2], lease)
+redis.call('ZREM', KEYS[5], lease)
+local has_state = redis.call('EXISTS', state) == 1  -- else the idle scope expired
+
+local function correct_tokens()
+  local reserved = tonumber(redis.call('HGET', KEYS[4], lease))
+  if not reserved then return end  -- no tpm limit, or already out of the window
+  local delta = actual - reserved
+  redis.call('HSET', KEYS[4], lease, actual)
+  redis.call('HINCRBY', state, 'tpm_sum', delta)
+  local tpm = num(redis.call('HGET', state, 'tpm'), 0)
+  local tat = tonumber(redis.call('HGET', state, 'tpm_tat'))
+  if tpm > 0 and tat then redis.call('HSET', state, 'tpm_tat', tat + delta * 60 / tpm) end
+end
+
+-- AIMD additive increase: one more slot after `effective` successes in a row.
+local function grow()
+  local effective = num(redis.call('HGET', state, 'eff'), 1)
+  local maxc = num(redis.call('HGET', state, 'max'), effective)
+  redis.call('HSET', state, 'streak', 0)
+  if redis.call('HINCRBY', state, 'succ', 1) >= effective then
+    redis.call('HSET', state, 'eff', math.min(maxc, effective + 1), 'succ', 0)
+  end
+end
+
+if has_state and actual >= 0 then correct_tokens() end
+if has_state and ok and live then grow() end
+if live then return 1 end
+return 0
+"""
+)
+
+# KEYS: 1 cooldown, 2 state
+# ARGV: 1 now, 2 retry_after_s (< 0: none), 3 max_concurrent, 4 ttl_ms,
+#       5 backoff initial, 6 backoff max, 7 decrease gap
+# Returns the cooldown left, in seconds.
+REPORT_RATE_LIMITED = (
+    PRELUDE
+    + """
+local now = clock(ARGV[1])
+local retry_after, maxc, ttl_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local backoff_initial, backoff_max = tonumber(ARGV[5]), tonumber(ARGV[6])
+local gap = tonumber(ARGV[7])
+local state = KEYS[2]
+local streak = num(redis.call('HGET', state, 'streak'), 0)
+local last = tonumber(redis.call('HGET', state, 'last_dec'))
+
+-- AIMD multiplicative decrease, once per `gap`: 429s of calls that were in flight
+-- together are one signal, not several.
+if last == nil or now - last >= gap then
+  local effective = clamp(num(redis.call('HGET', state, 'eff'), maxc), 1, maxc)
+  streak = streak + 1
+  redis.call('HSET', state, 'eff', math.max(1, math.floor(effective / 2)), 'max', maxc,
+    'succ', 0, 'last_dec', now, 'streak', streak)
+end
+redis.call('HINCRBY', state, 'rl_total', 1)
+redis.call('PEXPIRE', state, ttl_ms)
+
+local delay = retry_after
+if delay < 0 then
+  delay = math.min(backoff_max, backoff_initial * 2 ^ (math.max(streak, 1) - 1))
+end
+local cooldown_until = math.max(num(redis.call('GET', KEYS[1]), 0), now + delay)
+if cooldown_until > now then
+  local px = ttl_ms + math.ceil((cooldown_until - now) * 1000)
+  redis.call('SET', KEYS[1], cooldown_until, 'PX', px)
+end
+return fmt(math.max(0, cooldown_until - now))
+"""
+)
+
+# KEYS: 1 cooldown, 2 state, 3 leases, 4 rpm log, 5 tpm log, 6 tpm tokens
+# ARGV: 1 now, 2 max_concurrent, 3 window_s
+# Read-only. Returns {in_flight, effective, requests, tokens, cooldown_left, rl_total}.
+SNAPSHOT = (
+    PRELUDE
+    + """
+local now = clock(ARGV[1])
+local maxc, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local function after(x) return '(' .. string.format('%.17g', x) end
+local cutoff = now - window
+local old_tokens = 0
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', cutoff)) do
+  old_tokens = old_tokens + num(redis.call('HGET', KEYS[6], member), 0)
+end
+local tokens = 0
+if redis.call('ZCARD', KEYS[5]) > 0 then
+  tokens = num(redis.call('HGET', KEYS[2], 'tpm_sum'), 0) - old_tokens
+end
+return {
+  redis.call('ZCOUNT', KEYS[3], after(now), '+inf'),
+  clamp(num(redis.call('HGET', KEYS[2], 'eff'), maxc), 1, maxc),
+  redis.call('ZCOUNT', KEYS[4], after(cutoff), '+inf'),
+  tostring(tokens),
+  fmt(math.max(0, num(redis.call('GET', KEYS[1]), 0) - now)),
+  num(redis.call('HGET', KEYS[2], 'rl_total'), 0),
+}
+"""
+)
