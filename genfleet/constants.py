@@ -18,7 +18,13 @@ unless noted):
 ``genfleet:lim:*``
     the gateway's cluster-wide limiter state (see ``workers/limiter.py``).
 ``genfleet:cache:{sha256}``
-    cached LLM responses.
+    cached LLM responses (TTL ``LLM_CACHE_TTL_S``).
+``genfleet:keys:disabled``
+    hash key id -> reason, for keys that answered 401/403 (expires after an hour).
+``genfleet:stats:job:{job_id}``, ``genfleet:stats:key:{key_id}``
+    hashes of LLM call counters: calls, ok, failed, retries, rate_limited,
+    server_errors, tokens_in, tokens_out, cache_hits, limiter_wait_s,
+    effective_concurrency (last seen).
 """
 
 from __future__ import annotations
@@ -42,7 +48,11 @@ KEY_JOB_FAILED = KEY_JOB + ":failed"
 KEY_JOB_RUNNING = KEY_JOB + ":running"
 KEY_JOB_INDEX = KEY_PREFIX + ":jobs"
 KEY_LIMITER_PREFIX = KEY_PREFIX + ":lim"
-KEY_CACHE_PREFIX = KEY_PREFIX + ":cache"
+KEY_CACHE = KEY_PREFIX + ":cache:{digest}"  # a cached chat response (TTL LLM_CACHE_TTL_S)
+KEY_DISABLED_KEYS = KEY_PREFIX + ":keys:disabled"  # hash key_id -> why (401/403)
+KEY_STATS_JOB = KEY_PREFIX + ":stats:job:{job_id}"  # hash of LLM call counters of a job
+KEY_STATS_KEY = KEY_PREFIX + ":stats:key:{key_id}"  # hash of LLM call counters of a key
+DISABLED_KEY_TTL_S = 3600  # a refused key is tried again after this
 
 # Job statuses (public: users' scripts compare against these strings)
 STATUS_QUEUED = "queued"
@@ -58,7 +68,6 @@ KIND_CHAPTER = "chapter"
 
 # Embedded Redis
 EMBEDDED_REDIS_DIR = "redis"
-EMBEDDED_REDIS_URL_FILE = "redis.url"
 EMBEDDED_REDIS_START_TIMEOUT_S = 10.0
 
 # Inputs

@@ -1,113 +1,222 @@
 """The LLM gateway: every LLM call of the project goes through ``LLMGateway.chat``.
 
-One ``openai`` client per worker process (connection reuse), SDK retries off, and
-the retry decisions of ``workers.retry``. Short waits block here; a wait longer than
-``INLINE_WAIT_MAX_S`` raises ``RetryLater`` so the task re-schedules itself instead of
-holding a worker slot.
+Per call: the response cache; a key from the pool with headroom; admission by the
+cluster-wide limiter (concurrency leases, RPM/TPM windows, the shared cooldown after a
+429, adaptive concurrency, the job's throttle); the call with the key's ``openai``
+client (SDK retries off); then the one retry policy of ``workers.retry``. Short waits
+block here; a wait longer than ``INLINE_WAIT_MAX_S`` raises ``RetryLater`` so the task
+re-schedules itself instead of holding a worker slot.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import openai
+import redis
 
 from genfleet import constants as C
-from genfleet.errors import SettingsError, TransientLLMError
+from genfleet.errors import (
+    LLMError,
+    PermanentLLMError,
+    RateLimitedError,
+    TransientLLMError,
+)
 from genfleet.settings import Settings
+from genfleet.tokens import estimate_messages_tokens
+from workers.cache import ResponseCache, cache_digest
+from workers.callstats import CallStats
+from workers.gateway_types import CallContext, ChatRequest, ChatResult, RetryLater
+from workers.keypool import ApiKey, KeyPool, keys_from_settings
+from workers.limiter import ClusterLimiter, Denied, Grant, Scope
 from workers.retry import classify, retry_delay
+
+__all__ = ["CallContext", "ChatRequest", "ChatResult", "LLMGateway", "RetryLater"]
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """One chat completion to make."""
-
-    messages: list[dict[str, Any]]
-    model: str
-    max_tokens: int
-    temperature: float = 0.7
-    response_format: dict[str, Any] | None = None
-    seed: int | None = None
-
-
-@dataclass
-class ChatResult:
-    """What a chat call gave back, with its cost."""
-
-    text: str
-    model: str
-    tokens_in: int
-    tokens_out: int
-    finish_reason: str
-    attempts: int
-    seconds: float
-    cached: bool = False
-
-
-@dataclass
-class CallContext:
-    """Who is calling, for logs and errors (never a key)."""
-
-    job_id: str = ""
-    step: str = ""
-    attempts_used: int = 0  # attempts made by earlier deliveries of the same task
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-class RetryLater(Exception):
-    """The next attempt should happen in ``delay_s``; re-schedule rather than block."""
-
-    def __init__(self, delay_s: float, attempts: int, cause: TransientLLMError) -> None:
-        super().__init__(f"retry in {delay_s:.1f}s after {attempts} attempt(s): {cause}")
-        self.delay_s = delay_s
-        self.attempts = attempts
-        self.cause = cause
+_SLOT_REASONS = frozenset({"concurrency", "job_concurrency"})
+_AUTH_STATUSES = frozenset({401, 403})
 
 
 class LLMGateway:
-    """Makes chat calls with the project's one retry policy."""
+    """Makes chat calls under the cluster's limits with the project's one retry policy."""
 
-    def __init__(self, settings: Settings) -> None:
-        key = settings.api_key()
-        if not key:
-            raise SettingsError("OPENAI_API_KEY is not set: the LLM worker needs an API key")
+    def __init__(
+        self, settings: Settings, client: redis.Redis, keys: list[ApiKey] | None = None
+    ) -> None:
         self.settings = settings
-        self.provider = settings.openai_base_url or "https://api.openai.com/v1"
         self.max_retries = settings.llm_max_retries
-        self.client = openai.OpenAI(
-            api_key=key,
-            base_url=self.provider,
-            max_retries=0,
-            timeout=settings.llm_timeout_s,
-        )
+        self.pool = KeyPool(keys or keys_from_settings(settings), client, settings.llm_timeout_s)
+        self.limiter = ClusterLimiter(client)
+        self.cache = ResponseCache(client, settings.llm_cache_ttl_s)
+        self.stats = CallStats(client, settings.result_ttl_s)
+        self._cache_ns = ",".join(sorted({k.provider for k in self.pool.keys}))
+        self._effective: dict[Scope, int] = {}
 
     def chat(self, request: ChatRequest, ctx: CallContext) -> ChatResult:
-        """Make the call, retrying transient errors; raises ``LLMError`` or ``RetryLater``."""
+        """Make the call; raises ``LLMError`` or ``RetryLater``."""
+        digest = (
+            cache_digest(self._cache_ns, request) if self.cache.wanted(request, ctx.cache) else ""
+        )
+        if digest:
+            hit = self.cache.get(digest)
+            if hit is not None:
+                self.stats.add(ctx.job_id, None, cache_hits=1)
+                logger.info("job %s step %s: answered from the cache", ctx.job_id, ctx.step)
+                return hit
+        result = self._chat_with_retries(request, ctx)
+        if digest:
+            self.cache.put(digest, result)
+        return result
+
+    def _chat_with_retries(self, request: ChatRequest, ctx: CallContext) -> ChatResult:
         attempts = ctx.attempts_used
+        tokens = estimate_messages_tokens(request.messages) + request.max_tokens
         while True:
+            key, grant, waited = self._admit(request, ctx, tokens, attempts)
             attempts += 1
             try:
-                return self._call_once(request, attempts)
+                result = self._call_once(key, request, attempts)
             except TransientLLMError as e:
-                e.job_id, e.step, e.attempts = ctx.job_id, ctx.step, attempts
-                if attempts > self.max_retries:
-                    raise
-                delay = retry_delay(e, attempts)
-                logger.warning(
-                    "job %s step %s: attempt %d failed (%s); retry in %.2fs",
-                    ctx.job_id, ctx.step, attempts, e, delay,
-                )  # fmt: skip
-                if delay > C.INLINE_WAIT_MAX_S:
-                    raise RetryLater(delay, attempts, e) from e
-                time.sleep(delay)
+                delay = self._after_transient(key, grant, request, e, ctx, attempts, waited)
+            except PermanentLLMError as e:
+                self.limiter.release(grant, ok=False)
+                self.stats.add(ctx.job_id, key.key_id, calls=1, failed=1, wait_s=waited)
+                if e.status in _AUTH_STATUSES:
+                    self.pool.disable(key, f"HTTP {e.status} from the provider")
+                    attempts -= 1  # the key was bad, not the request: try another key
+                    continue
+                raise _located(e, ctx, attempts) from None
+            else:
+                self._after_success(key, grant, result, ctx, waited)
+                return result
+            if delay > C.INLINE_WAIT_MAX_S:
+                raise RetryLater(delay, attempts, "backoff after a transient error")
+            time.sleep(delay)
 
-    def _call_once(self, request: ChatRequest, attempts: int) -> ChatResult:
+    def _after_success(
+        self, key: ApiKey, grant: Grant, result: ChatResult, ctx: CallContext, waited: float
+    ) -> None:
+        self.limiter.release(grant, actual_tokens=result.tokens_in + result.tokens_out, ok=True)
+        result.key_id = key.key_id
+        result.limiter_wait_s = round(waited, 4)
+        result.effective_concurrency = grant.effective_concurrency
+        self.stats.add(
+            ctx.job_id, key.key_id, calls=1, ok=1, tokens_in=result.tokens_in,
+            tokens_out=result.tokens_out, wait_s=waited,
+            effective_concurrency=grant.effective_concurrency,
+        )  # fmt: skip
+
+    def _after_transient(
+        self, key: ApiKey, grant: Grant, request: ChatRequest, error: TransientLLMError,
+        ctx: CallContext, attempts: int, waited: float,
+    ) -> float:  # fmt: skip
+        """Release, count, tell the limiter about a 429; return the delay before a retry."""
+        self.limiter.release(grant, ok=False)
+        limited = isinstance(error, RateLimitedError)
+        final = attempts > self.max_retries
+        self.stats.add(
+            ctx.job_id, key.key_id, calls=1, failed=int(final), retries=int(not final),
+            rate_limited=int(limited), server_errors=int((error.status or 0) >= 500),
+            wait_s=waited,
+        )  # fmt: skip
+        if limited:
+            scope = Scope(key.provider, key.key_id, request.model)
+            cooldown = self.limiter.report_rate_limited(scope, key.limits, error.retry_after_s)
+            logger.warning(
+                "job %s step %s: 429 on key %s; every worker pauses it for %.2fs",
+                ctx.job_id, ctx.step, key.key_id, cooldown,
+            )  # fmt: skip
+        if final:
+            raise _located(error, ctx, attempts)
+        # After a 429 the shared cooldown holds every worker back; admission waits for it.
+        delay = 0.0 if limited else retry_delay(error, attempts)
+        logger.warning(
+            "job %s step %s: attempt %d failed (%s); retry in %.2fs",
+            ctx.job_id, ctx.step, attempts, error, delay,
+        )  # fmt: skip
+        return delay
+
+    def _admit(
+        self, request: ChatRequest, ctx: CallContext, tokens: int, attempts: int
+    ) -> tuple[ApiKey, Grant, float]:
+        """A key and the limiter's grant; waits briefly, else raises ``RetryLater``."""
+        waited, poll = 0.0, C.LIMITER_POLL_INITIAL_S
+        while True:
+            denials: list[Denied] = []
+            for key in self._ordered_keys(request.model, ctx):
+                got = self._try_key(key, request, ctx, tokens)
+                if isinstance(got, Grant):
+                    return key, got, waited
+                denials.append(got)
+            best = min(denials, key=lambda d: d.wait_s)
+            slot_only = all(d.reason in _SLOT_REASONS for d in denials)
+            delay = poll if slot_only else max(best.wait_s, C.LIMITER_MIN_SLEEP_S)
+            if waited + delay > C.INLINE_WAIT_MAX_S:
+                later = max(delay, C.INLINE_WAIT_MAX_S / 3) if slot_only else best.wait_s
+                raise RetryLater(later, attempts, f"limiter: {best.reason}")
+            time.sleep(delay * random.uniform(1.0, 1.2))
+            waited += delay
+            poll = min(poll * C.LIMITER_POLL_GROWTH, C.LIMITER_POLL_MAX_S)
+
+    def _try_key(
+        self, key: ApiKey, request: ChatRequest, ctx: CallContext, tokens: int
+    ) -> Grant | Denied:
+        if key.limits.tpm and tokens > key.limits.tpm:
+            raise PermanentLLMError(
+                f"this call needs about {tokens} tokens, more than the key's "
+                f"tokens-per-minute limit of {key.limits.tpm}; lower max_tokens or the prompt",
+                provider=key.provider, model=request.model, job_id=ctx.job_id, step=ctx.step,
+            )  # fmt: skip
+        scope = Scope(key.provider, key.key_id, request.model)
+        got = self.limiter.try_acquire(
+            scope, key.limits, tokens, job_id=ctx.job_id,
+            job_concurrency=ctx.job_concurrency, throttle_ms=ctx.throttle_ms,
+        )  # fmt: skip
+        if isinstance(got, Grant):
+            self._note_effective(scope, got.effective_concurrency)
+        return got
+
+    def _ordered_keys(self, model: str, ctx: CallContext) -> list[ApiKey]:
+        keys = self.pool.usable()
+        if not keys:
+            raise PermanentLLMError(
+                "no usable API key: every key in the pool was refused (401/403); "
+                "check OPENAI_API_KEY, OPENAI_API_KEYS or GENFLEET_PROVIDERS",
+                model=model, job_id=ctx.job_id, step=ctx.step,
+            )  # fmt: skip
+        if len(keys) == 1:
+            return keys
+        return sorted(keys, key=lambda k: self._headroom(k, model), reverse=True)
+
+    def _headroom(self, key: ApiKey, model: str) -> float:
+        """The key's free share of its tightest limit (1 = idle, 0 = full)."""
+        snap = self.limiter.snapshot(Scope(key.provider, key.key_id, model), key.limits)
+        if snap["cooldown_left_s"] > 0:
+            return -snap["cooldown_left_s"]
+        shares = [1 - snap["in_flight"] / max(1, snap["effective_concurrency"])]
+        if key.limits.rpm:
+            shares.append(1 - snap["requests_in_window"] / key.limits.rpm)
+        if key.limits.tpm:
+            shares.append(1 - snap["tokens_in_window"] / key.limits.tpm)
+        return min(shares)
+
+    def _note_effective(self, scope: Scope, value: int) -> None:
+        before = self._effective.get(scope)
+        if before != value:
+            self._effective[scope] = value
+            if before is not None:
+                logger.info(
+                    "key %s model %s: effective concurrency %d -> %d",
+                    scope.key_id, scope.model, before, value,
+                )  # fmt: skip
+
+    def _call_once(self, key: ApiKey, request: ChatRequest, attempts: int) -> ChatResult:
         kwargs: dict[str, Any] = {
             "model": request.model,
             "messages": request.messages,
@@ -120,11 +229,9 @@ class LLMGateway:
             kwargs["seed"] = request.seed
         started = time.monotonic()
         try:
-            completion = self.client.chat.completions.create(**kwargs)
+            completion = self.pool.client_for(key).chat.completions.create(**kwargs)
         except openai.OpenAIError as e:
-            error = classify(e, provider=self.provider, model=request.model)
-            error.attempts = attempts
-            raise error from e
+            raise classify(e, provider=key.provider, model=request.model) from e
         choice = completion.choices[0]
         usage = completion.usage
         return ChatResult(
@@ -138,16 +245,21 @@ class LLMGateway:
         )
 
 
+def _located(error: LLMError, ctx: CallContext, attempts: int) -> LLMError:
+    error.job_id, error.step, error.attempts = ctx.job_id, ctx.step, attempts
+    return error
+
+
 _lock = threading.Lock()
 _gateway: LLMGateway | None = None
 
 
-def get_gateway(settings: Settings) -> LLMGateway:
+def get_gateway(settings: Settings, client: redis.Redis) -> LLMGateway:
     """The process's one gateway (created on first use; reset after a fork)."""
     global _gateway
     with _lock:
         if _gateway is None:
-            _gateway = LLMGateway(settings)
+            _gateway = LLMGateway(settings, client)
         return _gateway
 
 

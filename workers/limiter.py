@@ -36,9 +36,7 @@ from workers import limiter_lua
 
 logger = logging.getLogger(__name__)
 
-DENIED_REASONS = frozenset(
-    {"cooldown", "concurrency", "rpm", "tpm", "throttle", "job_concurrency"}
-)
+DENIED_REASONS = frozenset({"cooldown", "concurrency", "rpm", "tpm", "throttle", "job_concurrency"})
 _SLOT_REASONS = frozenset({"concurrency", "job_concurrency"})  # freed by a release, not time
 _LEASE_ID_HEX = 16  # a lease id is 16 hex digits, then "/job_id" when the call has a job
 
@@ -236,9 +234,7 @@ class ClusterLimiter:
                 return result
             time.sleep(min(delay, remaining))
 
-    def snapshot(
-        self, scope: Scope, limits: Limits, *, now: float | None = None
-    ) -> dict[str, Any]:
+    def snapshot(self, scope: Scope, limits: Limits, *, now: float | None = None) -> dict[str, Any]:
         """The scope's current state, for stats and metrics (read-only)."""
         keys = _scope_keys(scope.redis_part())
         reply = self._snapshot(keys=keys, args=[now or 0, limits.max_concurrent, self.window_s])

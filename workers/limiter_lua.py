@@ -44,11 +44,14 @@ local function deny(reason, wait)
 end
 
 -- GCRA: the theoretical arrival time after admitting `cost`, and how long to wait
--- first (> 0 means not yet). `burst` is in the same units as `cost`.
+-- first (0 means now). `burst` is in the same units as `cost`. The wait is summed so
+-- that an idle bucket gives exactly 0, and a wait under a microsecond (float noise
+-- at Unix-time magnitudes) counts as none: pacing is soft, the window log is the cap.
 local function gcra(field, cost, interval, burst)
   local tat = math.max(num(redis.call('HGET', state, field), 0), now)
-  local new_tat = tat + cost * interval
-  return new_tat, new_tat - now - burst * interval
+  local wait = (tat - now) + (cost - burst) * interval
+  if wait < 0.000001 then wait = 0 end
+  return tat + cost * interval, wait
 end
 
 local function job_wait()

@@ -32,7 +32,7 @@ def store() -> JobStore:
 
 
 def gateway() -> LLMGateway:
-    return get_gateway(settings())
+    return get_gateway(settings(), store().r)
 
 
 def reset() -> None:

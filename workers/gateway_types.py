@@ -1,0 +1,63 @@
+"""The values that go in and out of the LLM gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from genfleet.errors import TransientLLMError
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion to make."""
+
+    messages: list[dict[str, Any]]
+    model: str
+    max_tokens: int
+    temperature: float = 0.7
+    response_format: dict[str, Any] | None = None
+    seed: int | None = None  # a version index: keeps parallel versions distinct
+
+
+@dataclass
+class ChatResult:
+    """What a chat call gave back, with its cost."""
+
+    text: str
+    model: str
+    tokens_in: int
+    tokens_out: int
+    finish_reason: str
+    attempts: int
+    seconds: float
+    cached: bool = False
+    key_id: str = ""
+    limiter_wait_s: float = 0.0
+    effective_concurrency: int = 0
+
+
+@dataclass
+class CallContext:
+    """Who is calling and with which job options (never a key)."""
+
+    job_id: str = ""
+    step: str = ""
+    attempts_used: int = 0  # attempts made by earlier deliveries of the same task
+    job_concurrency: int = 0  # this job's own cap on its calls in flight (0 = none)
+    throttle_ms: int = 0  # minimum gap between this job's calls
+    cache: bool | None = None  # None: cache temperature-0 calls only
+
+
+class RetryLater(Exception):
+    """The next attempt should happen in ``delay_s``; re-schedule rather than block."""
+
+    def __init__(self, delay_s: float, attempts: int, reason: str) -> None:
+        super().__init__(f"retry in {delay_s:.1f}s after {attempts} attempt(s): {reason}")
+        self.delay_s = delay_s
+        self.attempts = attempts
+        self.reason = reason
+
+
+def transient_reason(error: TransientLLMError) -> str:
+    return f"{error.__class__.__name__}: {error}"

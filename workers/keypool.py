@@ -1,0 +1,146 @@
+"""The API key pool: which keys exist, their limits, which are usable, and their clients.
+
+Keys come from ``GENFLEET_PROVIDERS`` (a providers.toml: several base URLs, each with
+its keys and limits) or from ``OPENAI_API_KEYS`` / ``OPENAI_API_KEY`` with the
+``LLM_*`` limits. Only key *ids* ("openai.1") leave this module; the secrets stay in
+the worker process. A key that answers 401/403 is taken out of the pool for the whole
+cluster (a Redis hash) with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import openai
+import redis
+from pydantic import BaseModel, Field, ValidationError
+
+from genfleet import constants as C
+from genfleet.errors import SettingsError
+from genfleet.settings import Settings
+from workers.limiter import Limits
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROVIDER = "https://api.openai.com/v1"
+LEASE_MARGIN_S = 30.0  # a lease outlives the call's own timeout by this much
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One key: its id (safe to show), provider, limits and the secret (never shown)."""
+
+    key_id: str
+    provider: str
+    limits: Limits
+    secret: str = field(repr=False)
+
+
+class _ProviderEntry(BaseModel):
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")
+    base_url: str = Field(min_length=1)
+    keys: list[str] = Field(default_factory=list)
+    keys_env: list[str] = Field(default_factory=list)
+    max_concurrent: int = Field(default=20, ge=1, le=1024)
+    rpm: int = Field(default=0, ge=0, le=10_000_000)
+    tpm: int = Field(default=0, ge=0, le=1_000_000_000)
+
+
+class _ProvidersFile(BaseModel):
+    provider: list[_ProviderEntry] = Field(min_length=1)
+
+
+def _env_key(name: str, path: Path) -> str:
+    import os
+
+    value = os.environ.get(name, "")
+    if not value:
+        raise SettingsError(f"{path}: keys_env names {name}, which is not set")
+    return value
+
+
+def keys_from_file(path: Path, lease_s: float) -> list[ApiKey]:
+    """Read a providers.toml; one clear line on any problem."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        parsed = _ProvidersFile.model_validate(data)
+    except FileNotFoundError:
+        raise SettingsError(f"GENFLEET_PROVIDERS={path}: no such file") from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SettingsError(f"GENFLEET_PROVIDERS={path}: cannot read it: {e}") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SettingsError(f"GENFLEET_PROVIDERS={path}: {where}: {first['msg']}") from None
+    out: list[ApiKey] = []
+    for entry in parsed.provider:
+        secrets = [*entry.keys, *(_env_key(n, path) for n in entry.keys_env)]
+        if not secrets:
+            raise SettingsError(f"GENFLEET_PROVIDERS={path}: provider {entry.name} has no keys")
+        limits = Limits(entry.max_concurrent, entry.rpm, entry.tpm, lease_s)
+        out += [
+            ApiKey(f"{entry.name}.{n}", entry.base_url, limits, secret)
+            for n, secret in enumerate(secrets, 1)
+        ]
+    return out
+
+
+def keys_from_settings(settings: Settings) -> list[ApiKey]:
+    """The pool as the settings describe it."""
+    lease_s = settings.llm_timeout_s + LEASE_MARGIN_S
+    if settings.genfleet_providers:
+        return keys_from_file(settings.genfleet_providers, lease_s)
+    secrets = settings.api_keys()
+    if not secrets:
+        raise SettingsError(
+            "OPENAI_API_KEY is not set: the LLM worker needs an API key "
+            "(or OPENAI_API_KEYS, or GENFLEET_PROVIDERS)"
+        )
+    limits = Limits(settings.llm_max_concurrent, settings.llm_rpm_limit, settings.llm_tpm_limit,
+                    lease_s)  # fmt: skip
+    provider = settings.openai_base_url or DEFAULT_PROVIDER
+    return [ApiKey(f"key{n}", provider, limits, s) for n, s in enumerate(secrets, 1)]
+
+
+class KeyPool:
+    """The usable keys and one ``openai`` client per key (SDK retries off)."""
+
+    def __init__(self, keys: list[ApiKey], client: redis.Redis, timeout_s: float) -> None:
+        if not keys:
+            raise SettingsError("the API key pool is empty")
+        self.keys = keys
+        self.redis = client
+        self.timeout_s = timeout_s
+        self._clients: dict[str, openai.OpenAI] = {}
+        self._lock = threading.Lock()
+
+    def usable(self) -> list[ApiKey]:
+        """Keys not taken out of the pool."""
+        disabled = set(self.redis.hkeys(C.KEY_DISABLED_KEYS))
+        return [k for k in self.keys if k.key_id not in disabled]
+
+    def disable(self, key: ApiKey, reason: str) -> None:
+        """Take a key out of the pool for every worker (for ``DISABLED_KEY_TTL_S``)."""
+        with self.redis.pipeline() as pipe:
+            pipe.hset(C.KEY_DISABLED_KEYS, key.key_id, reason)
+            pipe.expire(C.KEY_DISABLED_KEYS, C.DISABLED_KEY_TTL_S)
+            pipe.execute()
+        logger.error("API key %s (%s) taken out of the pool: %s", key.key_id, key.provider, reason)
+
+    def client_for(self, key: ApiKey) -> openai.OpenAI:
+        """The process's one client for a key (connection reuse)."""
+        with self._lock:
+            client = self._clients.get(key.key_id)
+            if client is None:
+                client = openai.OpenAI(
+                    api_key=key.secret,
+                    base_url=key.provider,
+                    max_retries=0,
+                    timeout=self.timeout_s,
+                )
+                self._clients[key.key_id] = client
+            return client
