@@ -30,13 +30,15 @@ def submit_chapter(
     outline: str,
     versions: int | None = None,
     *,
+    cache: bool | None = None,
     settings: Settings | None = None,
 ) -> JobHandle:
     """Enqueue candidate versions of a chapter (seed 000); returns the job handle.
 
     ``versions`` defaults to ``WRITER_CHAPTER_VERSION_COUNT``. With
     ``WRITER_PARALLEL_GENERATION`` the versions run as a group, at most
-    ``WRITER_MAX_PARALLEL_REQUESTS`` at once; otherwise as a serial chain.
+    ``WRITER_MAX_PARALLEL_REQUESTS`` at once; otherwise as a serial chain. ``cache``
+    turns the response cache on or off for this job (default: temperature-0 calls only).
     """
     client = connect(settings)
     s = client.settings
@@ -53,6 +55,7 @@ def submit_chapter(
         "versions": count,
         "model": s.llm_model,
         "max_tokens": s.llm_max_tokens,
+        "cache": cache,
     }
     step_ids = [f"v{n + 1}" for n in range(count)]
     parallel = s.writer_parallel_generation

@@ -25,6 +25,7 @@ RUNTIME_FIELDS = frozenset(
         "output_tokens",
         "image_task_seconds",
         "fail_patterns",
+        "retry_after_s",
         "valid_keys",
     }
 )
@@ -86,11 +87,19 @@ class SimulatorConfig:
     # A chat request whose messages contain one of these texts gets that HTTP status:
     # deterministic fault injection for one chosen step of a job.
     fail_patterns: Mapping[str, int] = field(default_factory=dict)
+    retry_after_s: float = 1.0  # the Retry-After of injected 429s
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port={self.port} is out of range; allowed range is 0..65535")
-        for name in ("latency_ms", "jitter_ms", "per_token_ms", "timeout_s", "image_task_seconds"):
+        for name in (
+            "latency_ms",
+            "jitter_ms",
+            "per_token_ms",
+            "timeout_s",
+            "image_task_seconds",
+            "retry_after_s",
+        ):
             _check_min(name, getattr(self, name), 0.0)
         for name in ("rpm", "tpm"):
             _check_min(name, getattr(self, name), 0)

@@ -54,12 +54,14 @@ def cap_error(rejection: CapRejection) -> ApiError:
     return ApiError(429, message, rejection.kind, "rate_limit_exceeded", headers)
 
 
-def injected_error(kind: str) -> ApiError:
+def injected_error(kind: str, retry_after_s: float = 1.0) -> ApiError:
     """The answer for an error drawn from ``error_rates`` (an HTTP status as text)."""
     status = int(kind)
     message = _INJECTED_MESSAGES.get(kind, f"Simulated error {status}.")
     if status == 429:
-        return ApiError(429, message, "requests", "rate_limit_exceeded", retry_headers(1.0))
+        return ApiError(
+            429, message, "requests", "rate_limit_exceeded", retry_headers(retry_after_s)
+        )
     return ApiError(status, message, "server_error" if status >= 500 else "invalid_request_error")
 
 

@@ -96,7 +96,7 @@ class SimulatorState:
             await asyncio.sleep(cfg.timeout_s)
             raise ApiError(504, "The request timed out (simulated).", "timeout")
         if kind is not None:
-            raise injected_error(kind)
+            raise injected_error(kind, cfg.retry_after_s)
         delay_ms = cfg.latency_ms + cfg.per_token_ms * output_tokens
         if cfg.jitter_ms:
             delay_ms += self._jitter_rng.uniform(-cfg.jitter_ms, cfg.jitter_ms)
@@ -171,7 +171,7 @@ async def chat_completions(request: web.Request) -> web.Response:
     plan = plan_chat(await _json_body(request), state.config)
     with state.stats.tracking():
         if plan.forced_status is not None:
-            raise injected_error(str(plan.forced_status))
+            raise injected_error(str(plan.forced_status), state.config.retry_after_s)
         await state.gate(key, plan.admission_tokens, plan.completion_tokens)
     state.stats.record_chat(plan.prompt_hash, plan.prompt_tokens, plan.completion_tokens)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -295,6 +295,7 @@ async def _errors_and_counts(
 ) -> web.StreamResponse:
     """Turn :class:`ApiError` into JSON answers and count every ``/v1`` call."""
     status = "500"
+    arrived = time.time()
     try:
         try:
             response = await handler(request)
@@ -312,7 +313,7 @@ async def _errors_and_counts(
         if request.path.startswith("/v1/"):
             route = request.match_info.route.resource
             path = route.canonical if route is not None else request.path
-            request.app[STATE].stats.record(path, key_id(_bearer(request)), status)
+            request.app[STATE].stats.record(path, key_id(_bearer(request)), status, arrived)
 
 
 def create_app(

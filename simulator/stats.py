@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+RECENT_CALLS = 5000
 
 
 def key_id(key: str | None) -> str:
@@ -31,9 +33,12 @@ class Stats:
         self.completion_tokens = 0
         self.chat_by_prompt: Counter[str] = Counter()
         self.max_in_flight = self.in_flight
+        # (arrival time, status, key id) of the latest calls, for tests that check timing
+        self.recent: deque[tuple[float, str, str]] = deque(maxlen=RECENT_CALLS)
 
-    def record(self, path: str, key: str, status: str) -> None:
-        """Count one answered ``/v1`` call."""
+    def record(self, path: str, key: str, status: str, arrived: float = 0.0) -> None:
+        """Count one answered ``/v1`` call (``arrived``: its wall-clock arrival time)."""
+        self.recent.append((round(arrived, 4), status, key))
         self.requests += 1
         self.by_status[status] += 1
         self.by_path[path] += 1
@@ -71,4 +76,5 @@ class Stats:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "chat_by_prompt": dict(self.chat_by_prompt),
+            "recent": [list(call) for call in self.recent],
         }

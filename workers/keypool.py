@@ -27,7 +27,12 @@ from workers.limiter import Limits
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROVIDER = "https://api.openai.com/v1"
-LEASE_MARGIN_S = 30.0  # a lease outlives the call's own timeout by this much
+LEASE_MARGIN_MAX_S = 30.0  # a lease outlives the call's timeout by up to this much
+
+
+def lease_seconds(timeout_s: float) -> float:
+    """How long a call's concurrency lease lives if its worker dies mid-call."""
+    return timeout_s + min(LEASE_MARGIN_MAX_S, timeout_s)
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ def keys_from_file(path: Path, lease_s: float) -> list[ApiKey]:
 
 def keys_from_settings(settings: Settings) -> list[ApiKey]:
     """The pool as the settings describe it."""
-    lease_s = settings.llm_timeout_s + LEASE_MARGIN_S
+    lease_s = lease_seconds(settings.llm_timeout_s)
     if settings.genfleet_providers:
         return keys_from_file(settings.genfleet_providers, lease_s)
     secrets = settings.api_keys()

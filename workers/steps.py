@@ -40,6 +40,7 @@ def execute_step(
         logger.info("job %s step %s: job cancelled; step skipped", job_id, step_id)
         return None
     record = store.record(job_id)
+    apply_job_options(ctx, record)
     store.mark_started(job_id, step_id)
     started = time.time()
     base: dict[str, Any] = {
@@ -67,11 +68,30 @@ def execute_step(
             tokens_out=call.tokens_out if call else 0,
             model=call.model if call else "",
             cached=call.cached if call else False,
+            meta=_call_meta(call),
         )  # fmt: skip
     if not store.save_step(job_id, result):
         logger.info("job %s step %s: a result was stored meanwhile; keeping it", job_id, step_id)
         return store.step_ok(job_id, step_id)
     return result
+
+
+def apply_job_options(ctx: CallContext, record: JobRecord) -> None:
+    """Copy a job's own call options (cache, throttle, concurrency) into the context."""
+    spec = record.spec
+    ctx.cache = spec.get("cache")
+    ctx.throttle_ms = int(spec.get("throttle_ms") or 0)
+    ctx.job_concurrency = int(spec.get("concurrency") or 0)
+
+
+def _call_meta(call: ChatResult | None) -> dict[str, Any]:
+    if call is None:
+        return {}
+    return {
+        "key_id": call.key_id,
+        "limiter_wait_s": call.limiter_wait_s,
+        "effective_concurrency": call.effective_concurrency,
+    }
 
 
 def _failure(

@@ -16,6 +16,7 @@ from genfleet import constants as C
 from genfleet.summary import compute_metrics, final_error, final_status
 from workers import chapter, runtime
 from workers.app import app
+from workers.callstats import read_stats
 from workers.gateway import CallContext, RetryLater
 from workers.steps import Work, execute_step
 
@@ -72,6 +73,7 @@ def finalize_job(self: Task, job_id: str) -> dict:
     view = store.load(job_id)
     status = final_status(view)
     metrics = compute_metrics(view)
+    metrics.extra["llm"] = read_stats(store.r, C.KEY_STATS_JOB.format(job_id=job_id))
     error = final_error(view)
     if store.finish(job_id, status, metrics, error):
         logger.info(
