@@ -65,12 +65,12 @@ class ChildProcess:
         except OSError:
             return ""
 
-    def wait_for_log(self, needle: str, timeout: float, start_offset: int = 0) -> None:
-        """Wait until ``needle`` appears in the log (after ``start_offset``)."""
+    def wait_for_file(self, path: Path, timeout: float) -> None:
+        """Wait until the child creates ``path`` (its sign that it is ready)."""
         deadline = time.monotonic() + timeout
-        while needle not in self.log_text()[start_offset:]:
+        while not path.exists():
             if self.proc is None or self.proc.poll() is not None:
-                raise GenfleetError(f"{self.args[2:6]} exited early; see {self.log_path}")
+                raise GenfleetError(f"the child process exited early; see {self.log_path}")
             if time.monotonic() > deadline:
                 raise GenfleetError(f"process not ready after {timeout:.0f}s; see {self.log_path}")
             time.sleep(0.1)
@@ -103,16 +103,22 @@ class ChildProcess:
 def start_worker(
     queues: Sequence[str], *, concurrency: int, pool: str, name: str, env: dict[str, str],
     log_path: Path, ready_timeout: float = 60.0, loglevel: str = "INFO",
+    extra: Sequence[str] = (),
 ) -> ChildProcess:  # fmt: skip
     """Start a Celery worker subprocess and wait until it says it is ready."""
     args = celery_worker_command(
-        queues, concurrency=concurrency, pool=pool, name=name, loglevel=loglevel
+        queues, concurrency=concurrency, pool=pool, name=name, loglevel=loglevel, extra=extra
     )
-    offset = log_path.stat().st_size if log_path.exists() else 0
-    child = ChildProcess(args, env=env, log_path=log_path).start()
+    ready = log_path.parent / f".{name}.{os.getpid()}.ready"
+    ready.parent.mkdir(parents=True, exist_ok=True)
+    ready.unlink(missing_ok=True)
+    child = ChildProcess(args, env={**env, "GENFLEET_READY_FILE": str(ready)}, log_path=log_path)
+    child.start()
     try:
-        child.wait_for_log(" ready.", ready_timeout, start_offset=offset)
+        child.wait_for_file(ready, ready_timeout)
     except BaseException:
         child.stop()
         raise
+    finally:
+        ready.unlink(missing_ok=True)
     return child

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+import os
+from pathlib import Path
+
+from celery.signals import worker_process_init, worker_ready
 
 app = Celery("genfleet", include=["workers.tasks"])
 app.config_from_object("celeryconfig")
@@ -16,3 +19,12 @@ def _fresh_resources(**_: Any) -> None:
     from workers import runtime
 
     runtime.reset()
+
+
+@worker_ready.connect
+def _announce_ready(**_: Any) -> None:
+    # A parent that started this worker (genfleet demo, tests, benchmarks) waits for
+    # this file, whatever the log level.
+    ready_file = os.environ.get("GENFLEET_READY_FILE")
+    if ready_file:
+        Path(ready_file).touch()
