@@ -108,8 +108,10 @@ class Cluster:
         self.redis_server.stop()
 
 
-def scenario(name: str, task: str, n: int, sim_opts: dict[str, Any], env: dict[str, str],
-             threads: int, args: tuple[Any, ...], rate_limit: str | None = None) -> Run:  # fmt: skip
+def scenario(
+    name: str, task: str, n: int, sim_opts: dict[str, Any], env: dict[str, str],
+    threads: int, args: tuple[Any, ...], rate_limit: str | None = None,
+) -> Run:  # fmt: skip
     with (
         tempfile.TemporaryDirectory(prefix="genfleet-bench-") as tmp,
         SimulatorProcess(**sim_opts) as sim,

@@ -8,7 +8,7 @@ allowed range, e.g. ``LLM_MAX_RETRIES=9 is invalid: allowed 0-5``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import annotated_types
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     writer_chapter_version_count: int = Field(default=2, ge=1, le=10)
     writer_parallel_generation: bool = True
     writer_max_parallel_requests: int = Field(default=3, ge=1, le=10)
+    image_backend: Literal["placeholder", "openai", "async-task", "diffusers"] = "placeholder"
+    image_model: str | None = None  # diffusers: a model folder; openai: a model name
+    image_base_url: str | None = None  # image API (default OPENAI_BASE_URL)
+    image_size: str = Field(default="512x512", pattern=r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$")
+    image_generation_max_concurrent: int = Field(default=3, ge=1, le=256)
+    image_generation_poll_interval: float = Field(default=5.0, ge=0.01, le=300)
+    image_generation_max_wait_time: float = Field(default=180.0, ge=1, le=24 * 3600)
+    image_generation_max_retries: int = Field(default=3, ge=0, le=10)
     genfleet_home: Path = Field(default_factory=lambda: Path.home() / ".genfleet")
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, le=365 * 24 * 3600)
     broker_visibility_timeout_s: int = Field(default=3600, ge=5, le=7 * 24 * 3600)
@@ -91,6 +99,10 @@ def _allowed(field_name: str) -> str:
         return "allowed true or false"
     if field_name == "log_level":
         return "allowed DEBUG, INFO, WARNING, ERROR"
+    if field_name == "image_backend":
+        return "allowed placeholder, openai, async-task, diffusers"
+    if field_name == "image_size":
+        return "allowed WIDTHxHEIGHT, e.g. 512x512"
     return ""
 
 

@@ -21,6 +21,7 @@ from genfleet.errors import GenfleetError, InputError
 from genfleet.settings import load_settings
 from producer import views
 from producer.api import get_job, submit_chapter
+from producer.cli_images import register as register_image_commands
 from producer.processes import celery_worker_command
 
 EXIT_USER_ERROR = 2
@@ -196,6 +197,9 @@ def redis_cmd() -> None:
         pass
     finally:
         stop_owned_redis()
+
+
+register_image_commands(worker, submit)
 
 
 def main(argv: list[str] | None = None) -> None:

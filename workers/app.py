@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
-import os
-from pathlib import Path
-
 from celery.signals import worker_process_init, worker_ready
 
 app = Celery("genfleet", include=["workers.tasks"])
