@@ -10,6 +10,7 @@ from __future__ import annotations
 from kombu import Queue
 
 from genfleet import constants as C
+from genfleet.celery_backend import backend_url
 from genfleet.embedded import EmbeddedRedis
 from genfleet.settings import load_settings
 
@@ -21,7 +22,7 @@ _url = (
 )
 
 broker_url = _url
-result_backend = _url
+result_backend = backend_url(_url)  # Redis, without per-task result subscriptions
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # keep reconnecting after a Redis restart
 broker_transport_options = {

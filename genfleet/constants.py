@@ -4,8 +4,11 @@ Redis keys (all under the ``genfleet:`` prefix, all expiring after ``RESULT_TTL_
 unless noted):
 
 ``genfleet:job:{job_id}``
-    hash: ``record`` (the job's JSON record: id, kind, spec, created_at, step ids),
-    ``status``, ``started_at``, ``finished_at``, ``summary`` (JSON: metrics, error).
+    hash: ``record`` (the job's JSON record: id, kind, spec, created_at, mode),
+    ``steps`` (JSON list of step ids), ``total``, ``status``, ``started_at``,
+    ``finished_at``, ``summary`` (JSON: metrics, error).
+``genfleet:job:{job_id}:inputs``
+    hash of the job's big inputs (personas, day plans, an image as a data URL).
 ``genfleet:job:{job_id}:ok``
     hash step_id -> JSON step result; written once per step (HSETNX).
 ``genfleet:job:{job_id}:failed``
@@ -38,6 +41,11 @@ QUEUE_CONTROL = "control"  # job finalisation and other bookkeeping tasks
 # Task names: the prefix says the queue (see celeryconfig.task_routes)
 TASK_CHAPTER_VERSION = "genfleet.llm.chapter_version"
 TASK_FINALIZE = "genfleet.control.finalize_job"
+TASK_PERSONA_STAGE = "genfleet.llm.persona_stage"
+TASK_PERSONA_MERGE = "genfleet.control.persona_merge"
+TASK_TWEET = "genfleet.llm.tweet"
+TASK_BATCH_ITEMS = "genfleet.llm.batch_items"
+TASK_BATCH_REVIEW = "genfleet.llm.batch_review"
 DEFAULT_IMAGE_GPU_QUEUES = 8  # images.gpu0 .. images.gpu7 are declared up front
 
 # Redis keys
@@ -46,6 +54,7 @@ KEY_JOB = KEY_PREFIX + ":job:{job_id}"
 KEY_JOB_OK = KEY_JOB + ":ok"
 KEY_JOB_FAILED = KEY_JOB + ":failed"
 KEY_JOB_RUNNING = KEY_JOB + ":running"
+KEY_JOB_INPUTS = KEY_JOB + ":inputs"
 KEY_JOB_INDEX = KEY_PREFIX + ":jobs"
 KEY_LIMITER_PREFIX = KEY_PREFIX + ":lim"
 KEY_CACHE = KEY_PREFIX + ":cache:{digest}"  # a cached chat response (TTL LLM_CACHE_TTL_S)
@@ -65,6 +74,9 @@ TERMINAL_STATUSES = frozenset({STATUS_SUCCEEDED, STATUS_PARTIAL, STATUS_FAILED, 
 
 # Job kinds
 KIND_CHAPTER = "chapter"
+KIND_PERSONA = "persona"
+KIND_TWEETS = "tweets"
+KIND_BATCH = "batch"
 
 # Embedded Redis
 EMBEDDED_REDIS_DIR = "redis"

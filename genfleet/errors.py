@@ -29,6 +29,10 @@ class JobNotFoundError(GenfleetError):
     """No job with that id exists (or its records have expired)."""
 
 
+class StepSkipped(GenfleetError):
+    """A step could not run because a step it depends on did not succeed."""
+
+
 class LLMError(GenfleetError):
     """A call to an LLM provider failed."""
 

@@ -38,7 +38,7 @@ class JobRecord(BaseModel):
     id: str
     kind: str
     spec: dict[str, Any]
-    step_ids: list[str]
+    step_ids: list[str] = Field(default_factory=list)  # stored apart: see JobStore.create
     created_at: float
     mode: str = "parallel"  # or "serial"
     max_parallel: int = 0  # this job's own cap on its steps in flight (0 = none)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -32,13 +34,47 @@ return 0
 _ACTIVE = (C.STATUS_QUEUED, C.STATUS_RUNNING)
 
 
-def _keys(job_id: str) -> tuple[str, str, str, str]:
-    return (
-        C.KEY_JOB.format(job_id=job_id),
-        C.KEY_JOB_OK.format(job_id=job_id),
-        C.KEY_JOB_FAILED.format(job_id=job_id),
-        C.KEY_JOB_RUNNING.format(job_id=job_id),
-    )
+@dataclass(frozen=True)
+class JobKeys:
+    """The Redis keys of one job."""
+
+    job: str
+    ok: str
+    failed: str
+    running: str
+    inputs: str
+
+    @classmethod
+    def of(cls, job_id: str) -> JobKeys:
+        return cls(
+            job=C.KEY_JOB.format(job_id=job_id),
+            ok=C.KEY_JOB_OK.format(job_id=job_id),
+            failed=C.KEY_JOB_FAILED.format(job_id=job_id),
+            running=C.KEY_JOB_RUNNING.format(job_id=job_id),
+            inputs=C.KEY_JOB_INPUTS.format(job_id=job_id),
+        )
+
+    def all(self) -> tuple[str, ...]:
+        return (self.job, self.ok, self.failed, self.running, self.inputs)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A job's counts, read cheaply (no step results parsed)."""
+
+    status: str
+    total: int
+    ok: int
+    failed: int
+    running: int
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+
+def _missing(job_id: str) -> JobNotFoundError:
+    return JobNotFoundError(f"no job {job_id!r} in Redis (unknown id, or expired)")
 
 
 class JobStore:
@@ -50,75 +86,113 @@ class JobStore:
         self._set_status_if = client.register_script(_SET_STATUS_IF)
 
     def _touch(self, pipe: Any, job_id: str) -> None:
-        for key in _keys(job_id):
+        for key in JobKeys.of(job_id).all():
             pipe.expire(key, self.ttl_s)
 
-    def create(self, record: JobRecord) -> None:
-        """Write a new job's record with status ``queued``."""
-        job_key = _keys(record.id)[0]
+    def create(self, record: JobRecord, inputs: Mapping[str, str] | None = None) -> None:
+        """Write a new job with status ``queued``; big inputs go to their own hash.
+
+        The step list is kept apart from the record, so a step reading its job's spec
+        does not parse every step id of a 10,000-step job.
+        """
+        keys = JobKeys.of(record.id)
         with self.r.pipeline() as pipe:
             pipe.hset(
-                job_key, mapping={"record": record.model_dump_json(), "status": C.STATUS_QUEUED}
+                keys.job,
+                mapping={
+                    "record": record.model_dump_json(exclude={"step_ids"}),
+                    "steps": json.dumps(record.step_ids),
+                    "total": len(record.step_ids),
+                    "status": C.STATUS_QUEUED,
+                },
             )
-            pipe.expire(job_key, self.ttl_s)
+            if inputs:
+                pipe.hset(keys.inputs, mapping={str(k): str(v) for k, v in inputs.items()})
+            self._touch(pipe, record.id)
             pipe.zadd(C.KEY_JOB_INDEX, {record.id: record.created_at})
             pipe.execute()
 
     def delete(self, job_id: str) -> None:
         """Remove every trace of a job (used when its enqueue failed half-way)."""
         with self.r.pipeline() as pipe:
-            pipe.delete(*_keys(job_id))
+            pipe.delete(*JobKeys.of(job_id).all())
             pipe.zrem(C.KEY_JOB_INDEX, job_id)
             pipe.execute()
 
+    def input(self, job_id: str, name: str) -> str | None:
+        """One of the job's stored inputs (a persona, a day's plan, an image)."""
+        value = self.r.hget(JobKeys.of(job_id).inputs, name)
+        return None if value is None else str(value)
+
     def record(self, job_id: str) -> JobRecord:
-        raw = self.r.hget(_keys(job_id)[0], "record")
+        """The job's record *without* its step list (see ``step_ids``)."""
+        raw = self.r.hget(JobKeys.of(job_id).job, "record")
         if raw is None:
-            raise JobNotFoundError(f"no job {job_id!r} in Redis (unknown id, or expired)")
+            raise _missing(job_id)
         return JobRecord.model_validate_json(raw)
 
+    def step_ids(self, job_id: str) -> list[str]:
+        raw = self.r.hget(JobKeys.of(job_id).job, "steps")
+        if raw is None:
+            raise _missing(job_id)
+        return list(json.loads(raw))
+
     def status(self, job_id: str) -> str:
-        status = self.r.hget(_keys(job_id)[0], "status")
+        status = self.r.hget(JobKeys.of(job_id).job, "status")
         if status is None:
-            raise JobNotFoundError(f"no job {job_id!r} in Redis (unknown id, or expired)")
+            raise _missing(job_id)
         return str(status)
+
+    def progress(self, job_id: str) -> Progress:
+        """Status and counts in one round trip, for progress bars on big jobs."""
+        keys = JobKeys.of(job_id)
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.job, ["status", "total"])
+            pipe.hlen(keys.ok)
+            pipe.hlen(keys.failed)
+            pipe.hlen(keys.running)
+            (status, total), ok, failed, running = pipe.execute()
+        if status is None:
+            raise _missing(job_id)
+        return Progress(str(status), int(total or 0), ok, failed, running)
 
     def step_ok(self, job_id: str, step_id: str) -> StepResult | None:
         """The stored successful result of a step, if there is one."""
-        raw = self.r.hget(_keys(job_id)[1], step_id)
+        raw = self.r.hget(JobKeys.of(job_id).ok, step_id)
         return StepResult.model_validate_json(raw) if raw else None
 
     def mark_started(self, job_id: str, step_id: str) -> None:
         """Record that a step began; the job becomes ``running``."""
-        job_key, _, _, running_key = _keys(job_id)
+        keys = JobKeys.of(job_id)
         now = time.time()
         with self.r.pipeline() as pipe:
-            pipe.hset(running_key, step_id, now)
-            pipe.hsetnx(job_key, "started_at", now)
-            self._touch(pipe, job_id)
+            pipe.hset(keys.running, step_id, now)
+            pipe.hsetnx(keys.job, "started_at", now)
             pipe.execute()
-        self._set_status_if(keys=[job_key], args=[C.STATUS_RUNNING, C.STATUS_QUEUED])
+        self._set_status_if(keys=[keys.job], args=[C.STATUS_RUNNING, C.STATUS_QUEUED])
 
     def save_step(self, job_id: str, result: StepResult) -> bool:
-        """Store a step's result. A success is kept only if none was stored before.
+        """Store a step's result. A success is kept only if none was stored before,
+        and it replaces the step's earlier failure (a resumed step).
 
         Returns True if this call's result is the one stored.
         """
-        _, ok_key, failed_key, running_key = _keys(job_id)
+        keys = JobKeys.of(job_id)
         payload = result.model_dump_json()
         with self.r.pipeline() as pipe:
             if result.ok:
-                pipe.hsetnx(ok_key, result.step_id, payload)
+                pipe.hsetnx(keys.ok, result.step_id, payload)
+                pipe.hdel(keys.failed, result.step_id)
             else:
-                pipe.hset(failed_key, result.step_id, payload)
-            pipe.hdel(running_key, result.step_id)
+                pipe.hset(keys.failed, result.step_id, payload)
+            pipe.hdel(keys.running, result.step_id)
             self._touch(pipe, job_id)
             written = pipe.execute()[0]
         return bool(written) if result.ok else True
 
     def finish(self, job_id: str, status: str, metrics: JobMetrics, error: str | None) -> bool:
         """Set a final status, unless the job already ended (e.g. was cancelled)."""
-        job_key = _keys(job_id)[0]
+        job_key = JobKeys.of(job_id).job
         changed = bool(self._set_status_if(keys=[job_key], args=[status, *_ACTIVE]))
         if changed:
             summary = {"metrics": metrics.model_dump(), "error": error}
@@ -137,26 +211,38 @@ class JobStore:
     def cancel(self, job_id: str) -> bool:
         """Mark a queued or running job cancelled; False if it had already ended."""
         self.status(job_id)
-        job_key = _keys(job_id)[0]
+        job_key = JobKeys.of(job_id).job
         changed = bool(self._set_status_if(keys=[job_key], args=[C.STATUS_CANCELLED, *_ACTIVE]))
         if changed:
             self.r.hset(job_key, "finished_at", time.time())
         return changed
 
+    def reopen(self, job_id: str) -> None:
+        """Make a finished job ``running`` again, for ``genfleet resume``."""
+        job_key = JobKeys.of(job_id).job
+        self.status(job_id)
+        self._set_status_if(keys=[job_key], args=[C.STATUS_RUNNING, *C.TERMINAL_STATUSES])
+        with self.r.pipeline() as pipe:
+            pipe.hdel(job_key, "finished_at", "summary")
+            self._touch(pipe, job_id)
+            pipe.execute()
+
     def load(self, job_id: str) -> JobView:
         """Everything about a job in one round trip."""
-        job_key, ok_key, failed_key, running_key = _keys(job_id)
+        keys = JobKeys.of(job_id)
         with self.r.pipeline(transaction=False) as pipe:
-            pipe.hgetall(job_key)
-            pipe.hgetall(ok_key)
-            pipe.hgetall(failed_key)
-            pipe.hgetall(running_key)
+            pipe.hgetall(keys.job)
+            pipe.hgetall(keys.ok)
+            pipe.hgetall(keys.failed)
+            pipe.hgetall(keys.running)
             job, ok, failed, running = pipe.execute()
         if not job or "record" not in job:
-            raise JobNotFoundError(f"no job {job_id!r} in Redis (unknown id, or expired)")
+            raise _missing(job_id)
         summary = json.loads(job["summary"]) if job.get("summary") else {}
+        record = JobRecord.model_validate_json(job["record"])
+        record.step_ids = list(json.loads(job.get("steps", "[]")))
         return JobView(
-            record=JobRecord.model_validate_json(job["record"]),
+            record=record,
             status=job.get("status", C.STATUS_QUEUED),
             started_at=float(job["started_at"]) if "started_at" in job else None,
             finished_at=float(job["finished_at"]) if "finished_at" in job else None,
@@ -172,7 +258,7 @@ class JobStore:
         ids = [str(i) for i in self.r.zrevrange(C.KEY_JOB_INDEX, 0, limit * 2)]
         with self.r.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.exists(_keys(job_id)[0])
+                pipe.exists(JobKeys.of(job_id).job)
             alive = pipe.execute()
         gone = [i for i, a in zip(ids, alive, strict=True) if not a]
         if gone:

@@ -5,18 +5,18 @@ from __future__ import annotations
 from genfleet import constants as C
 from genfleet.errors import InputError
 from genfleet.settings import Settings
-from producer.canvas import chapter_canvas
+from producer.canvas import job_canvas
 from producer.client import connect
 from producer.jobs import JobHandle, enqueue, make_record
 
 
-def _check_int(name: str, value: object, low: int, high: int) -> int:
+def check_int(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InputError(f"{name}={value!r} is invalid: allowed {low}-{high}")
     return value
 
 
-def _check_text(name: str, value: object, max_chars: int) -> str:
+def check_text(name: str, value: object, max_chars: int) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{name} is empty: give a non-empty text")
     if len(value) > max_chars:
@@ -42,10 +42,10 @@ def submit_chapter(
     """
     client = connect(settings)
     s = client.settings
-    _check_text("project_id", project_id, C.MAX_PROJECT_ID_CHARS)
-    _check_int("chapter_number", chapter_number, 1, 100_000)
-    _check_text("outline", outline, C.MAX_OUTLINE_CHARS)
-    count = _check_int(
+    check_text("project_id", project_id, C.MAX_PROJECT_ID_CHARS)
+    check_int("chapter_number", chapter_number, 1, 100_000)
+    check_text("outline", outline, C.MAX_OUTLINE_CHARS)
+    count = check_int(
         "versions", s.writer_chapter_version_count if versions is None else versions, 1, 10
     )
     spec = {
@@ -64,10 +64,7 @@ def submit_chapter(
         mode="parallel" if parallel else "serial",
         max_parallel=s.writer_max_parallel_requests if parallel else 1,
     )  # fmt: skip
-    canvas = chapter_canvas(
-        client.app, record.id, step_ids, parallel=parallel, max_parallel=record.max_parallel
-    )
-    return enqueue(client, record, canvas)
+    return enqueue(client, record, job_canvas(client.app, record))
 
 
 def get_job(job_id: str, *, settings: Settings | None = None) -> JobHandle:

@@ -1,36 +1,115 @@
-"""Pure functions that build a job's Celery canvas; nothing here talks to a broker."""
+"""Pure functions that build a job's Celery canvas; nothing here talks to a broker.
+
+Every canvas ends in the finalize task, which reads every result from Redis, so no
+step passes its result to another through Celery (immutable signatures) and a failed
+step never raises into a chord callback. ``only`` limits a canvas to some steps
+(``genfleet resume``); steps whose result is stored do nothing when run again.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Collection
 
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 
 from genfleet import constants as C
+from genfleet.records import JobRecord
+from workers import items, persona
+
+Builder = Callable[[Celery, JobRecord, Collection[str]], list[Signature]]
 
 
-def lanes(items: list[Signature], width: int) -> list[Signature]:
+def step(app: Celery, task: str, job_id: str, step_id: str, index: int = 0) -> Signature:
+    """One step's signature: ids only, immutable."""
+    return app.signature(task, args=(job_id, step_id, index), immutable=True)
+
+
+def lanes(sigs: list[Signature], width: int) -> list[Signature]:
     """Split steps into ``width`` serial chains, so at most ``width`` run at once."""
-    width = max(1, min(width, len(items)))
+    width = max(1, min(width, len(sigs)))
     out: list[Signature] = []
     for n in range(width):
-        lane = items[n::width]
+        lane = sigs[n::width]
         out.append(lane[0] if len(lane) == 1 else chain(*lane))
     return out
 
 
-def chapter_canvas(
-    app: Celery, job_id: str, step_ids: list[str], *, parallel: bool, max_parallel: int
-) -> Signature:
-    """Versions as a chord (parallel, capped by ``max_parallel``) or a chain (serial).
-
-    The final step reads every result from Redis, so it takes no header results
-    (immutable signatures): a failed version never raises into the callback.
-    """
-    steps = [
-        app.signature(C.TASK_CHAPTER_VERSION, args=(job_id, step_id, n), immutable=True)
-        for n, step_id in enumerate(step_ids)
+def _chapter(app: Celery, record: JobRecord, steps: Collection[str]) -> list[Signature]:
+    sigs = [
+        step(app, C.TASK_CHAPTER_VERSION, record.id, s, int(s[1:]) - 1)
+        for s in record.step_ids
+        if s in steps
     ]
-    final = app.signature(C.TASK_FINALIZE, args=(job_id,), immutable=True)
-    if not parallel:
-        return chain(*steps, final)
-    return chord(group(lanes(steps, max_parallel)), final)
+    if record.mode == "serial":
+        return [chain(*sigs)]
+    return lanes(sigs, record.max_parallel)
+
+
+def _one_persona(app: Celery, record: JobRecord, key: str) -> Signature:
+    def s(name: str) -> Signature:
+        task = C.TASK_PERSONA_MERGE if name == persona.MERGE else C.TASK_PERSONA_STAGE
+        return step(app, task, record.id, persona.step_id(key, name))
+
+    if record.mode == "serial":  # the seed's seven stages in sequence
+        return chain(*(s(stage.name) for stage in persona.STAGES), s(persona.MERGE))
+    branches = [
+        chain(s("strategy"), s("examples")),
+        *(s(n) for n in ("social", "authenticity", "visual", "book")),
+    ]
+    return chain(s("core"), chord(group(branches), s(persona.MERGE)))
+
+
+def _persona(app: Celery, record: JobRecord, steps: Collection[str]) -> list[Signature]:
+    keys = [p["key"] for p in record.spec["personas"]]
+    wanted = {persona.split_step(s)[0] for s in steps}
+    return [_one_persona(app, record, key) for key in keys if key in wanted]
+
+
+def _tweets(app: Celery, record: JobRecord, steps: Collection[str]) -> list[Signature]:
+    from producer.images import image_signature
+
+    gpu = record.spec.get("gpu")
+    out: list[Signature] = []
+    for n, step_id in enumerate(record.step_ids):
+        if step_id not in steps or step_id.endswith(".image"):
+            continue
+        sig = step(app, C.TASK_TWEET, record.id, step_id, n)
+        image_id = f"{step_id}.image"
+        if image_id in record.step_ids and (image_id in steps or step_id in steps):
+            sig = chain(sig, image_signature(app, record.id, image_id, n, gpu))
+        out.append(sig)
+    return out
+
+
+def _batch(app: Celery, record: JobRecord, steps: Collection[str]) -> list[Signature]:
+    out: list[Signature] = []
+    for n, step_id in enumerate(record.step_ids):
+        if step_id.endswith(items.REVIEW_SUFFIX):
+            continue
+        review_id = step_id + items.REVIEW_SUFFIX
+        if step_id not in steps and review_id not in steps:
+            continue
+        sig = step(app, C.TASK_BATCH_ITEMS, record.id, step_id, n)
+        if review_id in record.step_ids:
+            sig = chain(sig, step(app, C.TASK_BATCH_REVIEW, record.id, review_id, n))
+        out.append(sig)
+    return out
+
+
+BUILDERS: dict[str, Builder] = {
+    C.KIND_CHAPTER: _chapter,
+    C.KIND_PERSONA: _persona,
+    C.KIND_TWEETS: _tweets,
+    C.KIND_BATCH: _batch,
+}
+
+
+def job_canvas(app: Celery, record: JobRecord, only: Collection[str] | None = None) -> Signature:
+    """The whole job as one canvas: its steps (all, or ``only``), then finalize."""
+    steps = set(record.step_ids if only is None else only)
+    parts = BUILDERS[record.kind](app, record, steps)
+    final = app.signature(C.TASK_FINALIZE, args=(record.id,), immutable=True)
+    if record.kind == C.KIND_CHAPTER and record.mode == "serial":
+        return chain(*parts, final)
+    return chord(group(parts), final)

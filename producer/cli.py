@@ -21,7 +21,9 @@ from genfleet.errors import GenfleetError, InputError
 from genfleet.settings import load_settings
 from producer import views
 from producer.api import get_job, submit_chapter
+from producer.cli_common import report_submitted
 from producer.cli_images import register as register_image_commands
+from producer.cli_pipelines import register as register_pipeline_commands
 from producer.processes import celery_worker_command
 
 EXIT_USER_ERROR = 2
@@ -118,16 +120,11 @@ def submit_chapter_cmd(
     project: str, chapter: int, versions: int | None, outline_file: Path | None, wait: bool
 ) -> None:
     """Generate candidate versions of a chapter."""
-    outline = _read_text(outline_file) if outline_file else f"Chapter {chapter} of {project}."
-    handle = submit_chapter(project, chapter, outline, versions)
-    click.echo(handle.id)
-    if wait:
-        view = handle.wait()
-        click.echo(views.status_text(view))
-        sys.exit(0 if view.status in ("succeeded", "partial") else 1)
+    outline = read_text(outline_file) if outline_file else f"Chapter {chapter} of {project}."
+    report_submitted(submit_chapter(project, chapter, outline, versions), wait)
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -200,6 +197,7 @@ def redis_cmd() -> None:
 
 
 register_image_commands(worker, submit)
+register_pipeline_commands(cli, submit)
 
 
 def main(argv: list[str] | None = None) -> None:

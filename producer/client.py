@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from celery import Celery
 
+from genfleet.celery_backend import backend_url
 from genfleet.connection import redis_client, use_redis
 from genfleet.settings import Settings, load_settings
 from genfleet.store import JobStore
-from producer.backend import producer_backend_url
 
 
 @dataclass
@@ -43,5 +43,5 @@ def _new_client(settings: Settings) -> Client:
     from workers.app import app
 
     app.conf.broker_url = url
-    app.conf.result_backend = producer_backend_url(url)
+    app.conf.result_backend = backend_url(url)
     return Client(settings=settings, store=store, app=app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from celery.canvas import Signature
@@ -12,8 +13,8 @@ from celery.canvas import Signature
 from genfleet import constants as C
 from genfleet.errors import GenfleetError, RedisUnavailableError
 from genfleet.records import JobRecord, JobView
-from producer import progress
 from producer.client import Client
+from producer.progress import follow
 
 logger = logging.getLogger(__name__)
 
@@ -43,22 +44,23 @@ class JobHandle:
 
     def wait(self, timeout: float | None = None, progress: bool = True) -> JobView:
         """Block until the job ends (or ``timeout`` seconds pass); returns its view."""
-        return progress_follow(self, timeout=timeout, show=progress)
+        store = self._client.store
+        follow(self.id, lambda: store.progress(self.id), timeout=timeout, show=progress)
+        return self.view()
 
     def results(self) -> list[dict[str, Any]]:
         """One dict per finished step, in step order (outputs or errors)."""
         return [r.model_dump() for r in self.view().step_results()]
 
 
-def progress_follow(handle: JobHandle, *, timeout: float | None, show: bool) -> JobView:
-    return progress.follow(handle.view, timeout=timeout, show=show)
-
-
-def enqueue(client: Client, record: JobRecord, canvas: Signature) -> JobHandle:
-    """Write the job record, then publish its canvas; on failure leave nothing behind."""
+def enqueue(
+    client: Client, record: JobRecord, canvas: Signature, inputs: Mapping[str, str] | None = None
+) -> JobHandle:
+    """Write the job record (and inputs), then publish its canvas; on failure leave
+    nothing behind."""
     record_written = False
     try:
-        client.store.create(record)
+        client.store.create(record, inputs)
         record_written = True
         canvas.apply_async()
     except GenfleetError:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 import time
+from typing import Any
 
+from genfleet import constants as C
 from genfleet.errors import InputError
 from genfleet.records import JobView
-from genfleet.store import JobStore
-from genfleet.summary import compute_metrics
+from genfleet.store import JobStore, Progress
+from genfleet.summary import compute_metrics, final_batch_steps
 from producer.progress import describe
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
@@ -35,7 +37,9 @@ def _age(seconds: float) -> str:
 def status_text(view: JobView) -> str:
     """A few lines: status and counts, each step's state, metrics, error."""
     metrics = view.metrics or compute_metrics(view)
-    lines = [describe(view)]
+    failed = len(set(view.failed) - set(view.ok))
+    counts = Progress(view.status, view.total, len(view.ok), failed, len(view.running))
+    lines = [describe(view.id, counts)]
     lines.append(
         f"  kind {view.record.kind}, mode {view.record.mode}, "
         f"created {_age(time.time() - view.record.created_at)} ago"
@@ -63,11 +67,38 @@ def status_text(view: JobView) -> str:
     return "\n".join(lines)
 
 
+def output_records(view: JobView) -> list[dict[str, Any]]:
+    """What a job produced, one record per thing made (an item, a tweet, a persona...)."""
+    kind = view.record.kind
+    if kind == C.KIND_BATCH:
+        return [
+            {"step_id": r.step_id, **item}
+            for r in final_batch_steps(view)
+            for item in r.output["items"]
+        ]
+    ok = [r for r in view.step_results() if r.ok]
+    if kind == C.KIND_PERSONA:
+        return [r.output["persona"] for r in ok if r.step_id.endswith(".merge")]
+    if kind == C.KIND_TWEETS:
+        images = {
+            r.step_id.removesuffix(".image"): r.output for r in ok if r.step_id.endswith(".image")
+        }
+        return [
+            {**r.output, "image": images.get(r.step_id)}
+            for r in ok
+            if not r.step_id.endswith(".image")
+        ]
+    return [
+        {"step_id": r.step_id, **(r.output if isinstance(r.output, dict) else {"output": r.output})}
+        for r in ok
+    ]
+
+
 def results_text(view: JobView, fmt: str = "json") -> str:
-    """The job's step results as one JSON document or JSON lines."""
-    steps = [r.model_dump() for r in view.step_results()]
+    """JSON lines of what the job made, or one JSON document with every step."""
     if fmt == "jsonl":
-        return "\n".join(json.dumps(s, ensure_ascii=False) for s in steps)
+        return "\n".join(json.dumps(rec, ensure_ascii=False) for rec in output_records(view))
+    steps = [r.model_dump() for r in view.step_results()]
     doc = {
         "job_id": view.id,
         "kind": view.record.kind,

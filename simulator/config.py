@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.garbage import parse_rule
+
 TIMEOUT_ERROR = "timeout"  # the error_rates key that makes a request hang
 INJECTABLE_STATUSES = frozenset(range(400, 600))
 MAX_SIDE = 1024
@@ -26,6 +28,7 @@ RUNTIME_FIELDS = frozenset(
         "image_task_seconds",
         "fail_patterns",
         "retry_after_s",
+        "garbage_patterns",
         "valid_keys",
     }
 )
@@ -88,6 +91,9 @@ class SimulatorConfig:
     # deterministic fault injection for one chosen step of a job.
     fail_patterns: Mapping[str, int] = field(default_factory=dict)
     retry_after_s: float = 1.0  # the Retry-After of injected 429s
+    # A chat request whose messages contain one of these texts gets a spoiled answer
+    # (see simulator/garbage.py): "invalid", "truncated", "empty", "short", "kind*N".
+    garbage_patterns: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -115,6 +121,9 @@ class SimulatorConfig:
         patterns = {str(k): int(_check_error_key(str(v))) for k, v in self.fail_patterns.items()}
         object.__setattr__(self, "fail_patterns", patterns)
         object.__setattr__(self, "valid_keys", tuple(self.valid_keys))
+        for rule in self.garbage_patterns.values():
+            parse_rule(str(rule))
+        object.__setattr__(self, "garbage_patterns", dict(self.garbage_patterns))
 
     def updated(self, changes: Mapping[str, Any]) -> SimulatorConfig:
         """Return a copy with run-time ``changes`` applied; raise ValueError on bad ones."""
@@ -129,4 +138,5 @@ class SimulatorConfig:
             "error_rates": dict(self.error_rates),
             "fail_patterns": dict(self.fail_patterns),
             "valid_keys": list(self.valid_keys),
+            "garbage_patterns": dict(self.garbage_patterns),
         }

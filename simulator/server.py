@@ -26,8 +26,10 @@ from simulator.caps import KeyCaps
 from simulator.chat import completion_body, int_field, plan_chat
 from simulator.config import TIMEOUT_ERROR, SimulatorConfig
 from simulator.errors import ApiError, cap_error, injected_error, moderation_error
+from simulator.garbage import Garbage
 from simulator.images import DEFAULT_SIZE, parse_size, render_b64, render_png
 from simulator.stats import Stats, key_id
+from simulator.textgen import message_text
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class SimulatorState:
         self.caps = KeyCaps(now)
         self.stats = Stats()
         self.tasks: dict[str, ImageTask] = {}
+        self.garbage = Garbage()
         self.reseed()
 
     def reseed(self) -> None:
@@ -72,6 +75,7 @@ class SimulatorState:
         """Zero counters and cap windows, and restart the RNGs."""
         self.stats.reset()
         self.caps.reset()
+        self.garbage = Garbage()
         self.reseed()
 
     def authorize(self, request: web.Request) -> str:
@@ -168,7 +172,13 @@ async def chat_completions(request: web.Request) -> web.Response:
     """``POST /v1/chat/completions``."""
     state = request.app[STATE]
     key = state.authorize(request)
-    plan = plan_chat(await _json_body(request), state.config)
+    body = await _json_body(request)
+    plan = plan_chat(body, state.config)
+    spoiled = state.garbage.kind_for(
+        state.config.garbage_patterns, message_text(body.get("messages") or [])
+    )
+    if spoiled is not None:
+        state.garbage.apply(plan.choices, spoiled)
     with state.stats.tracking():
         if plan.forced_status is not None:
             raise injected_error(str(plan.forced_status), state.config.retry_after_s)
@@ -280,6 +290,7 @@ async def admin_config(request: web.Request) -> web.Response:
         changes = await _json_body(request)
         try:
             state.config = state.config.updated(changes)
+            state.garbage = Garbage()
         except (AttributeError, TypeError, ValueError) as e:
             raise ApiError(400, f"Bad config change: {e}") from None
         logger.info("config changed: %s", sorted(changes))

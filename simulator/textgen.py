@@ -338,9 +338,19 @@ def _string(schema: Mapping[str, Any], rng: random.Random) -> str:
     low = int(schema.get("minLength", 0))
     high = int(schema.get("maxLength", max(low, 64)))
     text = short_phrase(rng, rng.randint(2, 4))
+    literal = _pattern_literal(schema.get("pattern"))
+    if literal:  # a pattern that only asks for a fixed text somewhere, like "___"
+        text = f"{text} {literal} {rng.choice(_WORDS)}"
     while len(text) < low:
         text += " " + rng.choice(_WORDS)
     return text[:high]
+
+
+def _pattern_literal(pattern: Any) -> str | None:
+    """The fixed text an unanchored pattern without metacharacters asks for."""
+    if not isinstance(pattern, str) or not pattern or re.search(r"[\\^$.|?*+()\[\]{}]", pattern):
+        return None
+    return pattern
 
 
 def _formatted(fmt: str, rng: random.Random) -> str | None:

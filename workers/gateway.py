@@ -119,7 +119,7 @@ class LLMGateway:
         """Release, count, tell the limiter about a 429; return the delay before a retry."""
         self.limiter.release(grant, ok=False)
         limited = isinstance(error, RateLimitedError)
-        final = attempts > self.max_retries
+        final = attempts > (self.max_retries if ctx.max_retries is None else ctx.max_retries)
         self.stats.add(
             ctx.job_id, key.key_id, calls=1, failed=int(final), retries=int(not final),
             rate_limited=int(limited), server_errors=int((error.status or 0) >= 500),

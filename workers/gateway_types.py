@@ -47,6 +47,7 @@ class CallContext:
     job_concurrency: int = 0  # this job's own cap on its calls in flight (0 = none)
     throttle_ms: int = 0  # minimum gap between this job's calls
     cache: bool | None = None  # None: cache temperature-0 calls only
+    max_retries: int | None = None  # the job's own retry count (None: LLM_MAX_RETRIES)
 
 
 class RetryLater(Exception):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from genfleet import constants as C
-from genfleet.errors import InvalidOutputError, LLMError
+from genfleet.errors import InvalidOutputError, LLMError, StepSkipped
 from genfleet.records import JobRecord, StepResult
 from genfleet.store import JobStore
 from workers.gateway import CallContext, ChatResult, RetryLater
@@ -53,10 +53,13 @@ def execute_step(
         output, call = work(record, ctx)
     except RetryLater:
         raise
+    except StepSkipped as e:
+        logger.warning("job %s step %s skipped: %s", job_id, step_id, e)
+        result = _failure(job_id, base, e, attempts=0)
     except InvalidOutputError as e:
-        result = _failure(job_id, base, e, raw=e.raw, attempts=e.attempts)
+        result = _failure(job_id, base, e, raw=e.raw, attempts=max(1, e.attempts))
     except LLMError as e:
-        result = _failure(job_id, base, e, attempts=e.attempts)
+        result = _failure(job_id, base, e, attempts=max(1, e.attempts))
     except Exception as e:  # a defect must not sink the job: record it, keep serving
         logger.exception("job %s step %s: unexpected error", job_id, step_id)
         result = _failure(job_id, base, e, attempts=ctx.attempts_used + 1)
@@ -82,6 +85,8 @@ def apply_job_options(ctx: CallContext, record: JobRecord) -> None:
     ctx.cache = spec.get("cache")
     ctx.throttle_ms = int(spec.get("throttle_ms") or 0)
     ctx.job_concurrency = int(spec.get("concurrency") or 0)
+    retries = spec.get("retries")
+    ctx.max_retries = None if retries is None else int(retries)
 
 
 def _call_meta(call: ChatResult | None) -> dict[str, Any]:
@@ -104,6 +109,6 @@ def _failure(
         error=str(error),
         error_type=error.__class__.__name__,
         raw=raw or None,
-        attempts=max(1, attempts),
+        attempts=attempts,
         finished_at=time.time(),
     )

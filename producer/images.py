@@ -1,0 +1,150 @@
+"""Submitting image jobs: ``submit_images``, and the image step's signature.
+
+A batch of images is a chord of one ``genfleet.images.generate`` step per prompt
+(ids ``img1``, ``img2``, ...) with the finalize task as its body. A step goes to
+``images.gpuN`` when the job is pinned to GPU N, else to the shared ``images``
+queue that every image worker reads. Prompts are job inputs in Redis
+(``prompt:{step_id}``), not task arguments.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+from celery import Celery, chord, group
+from celery.canvas import Signature
+
+from genfleet import constants as C
+from genfleet.errors import InputError
+from genfleet.records import JobRecord
+from genfleet.settings import Settings, load_settings
+from producer.client import connect
+from producer.jobs import JobHandle, enqueue, make_record
+from workers.images.constants import KIND_IMAGES, MAX_PROMPT_CHARS, MAX_PROMPTS, TASK_IMAGE_GENERATE
+from workers.images.diffusers_backend import check_model_dir
+from workers.images.gpus import check_gpu, gpu_queue
+from workers.images.prompts import prompt_input
+
+MAX_PROMPTS_FILE_BYTES = 64 * 1024 * 1024
+
+
+def image_signature(
+    app: Celery, job_id: str, step_id: str, index: int, gpu: int | None = None
+) -> Signature:
+    """One image step (immutable: it takes no parent's result), pinned to ``gpu``'s
+    queue when given. Its prompt: see ``workers.images.prompts``."""
+    sig = app.signature(TASK_IMAGE_GENERATE, args=(job_id, step_id, index), immutable=True)
+    if gpu is not None:
+        sig.set(queue=gpu_queue(check_gpu(gpu)))
+    return sig
+
+
+def image_steps(app: Celery, record: JobRecord, steps: Collection[str]) -> list[Signature]:
+    """The signatures of an images job's steps (all of ``steps`` among its own)."""
+    gpu = record.spec.get("gpu")
+    return [
+        image_signature(app, record.id, step_id, n, gpu)
+        for n, step_id in enumerate(record.step_ids)
+        if step_id in steps
+    ]
+
+
+def images_canvas(app: Celery, record: JobRecord) -> Signature:
+    """Every step of an images job in a chord, then finalize."""
+    final = app.signature(C.TASK_FINALIZE, args=(record.id,), immutable=True)
+    return chord(group(image_steps(app, record, set(record.step_ids))), final)
+
+
+def check_prompts(prompts: object) -> list[str]:
+    """The prompts, stripped; one ``InputError`` line on the first bad one."""
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise InputError("prompts must be a list of texts")
+    if not prompts:
+        raise InputError("no prompts: give at least one")
+    if len(prompts) > MAX_PROMPTS:
+        raise InputError(f"{len(prompts)} prompts: allowed at most {MAX_PROMPTS} in one job")
+    out = []
+    for n, prompt in enumerate(prompts, 1):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError(f"prompt {n} is empty: give a non-empty text")
+        if len(prompt.strip()) > MAX_PROMPT_CHARS:
+            raise InputError(
+                f"prompt {n} has {len(prompt.strip())} characters: allowed at most "
+                f"{MAX_PROMPT_CHARS}"
+            )
+        out.append(prompt.strip())
+    return out
+
+
+def check_out_dir(out_dir: Path | str | None) -> Path | None:
+    """An absolute folder for the pictures (workers write there), or None."""
+    if out_dir is None:
+        return None
+    path = Path(out_dir).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"out_dir {out_dir}: exists and is not a folder")
+    return path
+
+
+def check_backend(settings: Settings) -> None:
+    """Refuse a job no worker of these settings could run (the diffusers model folder)."""
+    if settings.image_backend == "diffusers":
+        check_model_dir(settings.image_model)
+
+
+def submit_images(
+    prompts: list[str],
+    gpu: int | None = None,
+    *,
+    out_dir: Path | None = None,
+    settings: Settings | None = None,
+) -> JobHandle:
+    """Enqueue one picture per prompt; returns the job handle.
+
+    ``gpu`` pins every picture to the worker of that GPU (``images.gpuN``, N 0-7);
+    without it any image worker takes them. Pictures go to ``out_dir`` (default
+    ``GENFLEET_HOME/outputs/{job_id}/`` of the worker); each step's result holds the
+    path and metadata. Bad input raises ``InputError`` (or ``SettingsError``) and
+    enqueues nothing.
+    """
+    checked = check_prompts(prompts)
+    if gpu is not None:
+        check_gpu(gpu)
+    folder = check_out_dir(out_dir)
+    s = settings or load_settings()
+    check_backend(s)
+    client = connect(settings)
+    step_ids = [f"img{n}" for n in range(1, len(checked) + 1)]
+    spec = {
+        "count": len(checked),
+        "gpu": gpu,
+        "out_dir": str(folder) if folder else None,
+        "size": s.image_size,
+    }
+    record = make_record(KIND_IMAGES, spec, step_ids)
+    inputs = {prompt_input(step_id): p for step_id, p in zip(step_ids, checked, strict=True)}
+    return enqueue(client, record, images_canvas(client.app, record), inputs)
+
+
+def read_prompts_file(path: Path) -> list[str]:
+    """Prompts from a file: a JSON list of texts, or one prompt per line (blank
+    lines ignored). Checks only the file; ``check_prompts`` checks the prompts."""
+    try:
+        if path.stat().st_size > MAX_PROMPTS_FILE_BYTES:
+            raise InputError(f"{path}: larger than {MAX_PROMPTS_FILE_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read it as UTF-8 text ({e.__class__.__name__})") from None
+    if not text.lstrip().startswith("["):
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
+        raise InputError(f"{path}: a JSON prompts file must be a list of texts")
+    return data

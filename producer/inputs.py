@@ -1,0 +1,158 @@
+"""Checking what users hand to the producer, before anything is enqueued.
+
+Every problem is one ``InputError`` line naming the file (or argument), the field
+and what is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import glob
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from genfleet.errors import InputError
+
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
+IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+MAX_JSON_FILE_BYTES = 2 * 1024 * 1024
+MAX_TOPIC_CHARS = 200
+MAX_TOPICS = 1000
+
+
+def one_line(error: ValidationError, source: str) -> str:
+    """The first problem of a pydantic error as ``SOURCE: field: problem``."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "value"
+    shown = first.get("input")
+    value = f" (got {shown!r})" if isinstance(shown, int | float | str) else ""
+    return f"{source}: {where}: {first['msg']}{value}"
+
+
+def expand_glob(pattern: str, what: str) -> list[Path]:
+    """Files matching a glob, sorted; none is an error."""
+    paths = sorted(Path(p) for p in glob.glob(pattern))
+    files = [p for p in paths if p.is_file()]
+    if not files:
+        raise InputError(f"{what} {pattern!r} matches no file")
+    return files
+
+
+def read_json_file(path: Path) -> Any:
+    try:
+        if path.stat().st_size > MAX_JSON_FILE_BYTES:
+            raise InputError(f"{path}: larger than {MAX_JSON_FILE_BYTES} bytes")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read it ({e.__class__.__name__})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+
+
+def read_image(path: Path) -> tuple[str, dict[str, Any]]:
+    """A checked image as a data URL, and its metadata (name, mime, bytes, sha256)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such image file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror})") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InputError(f"{path}: {len(data)} bytes, over the {MAX_IMAGE_BYTES}-byte cap")
+    mime = _image_mime(path)
+    meta = {"name": path.name, "mime": mime, "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}", meta
+
+
+def _image_mime(path: Path) -> str:
+    try:
+        with Image.open(path) as image:
+            fmt = image.format or ""
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise InputError(f"{path}: not a readable PNG, JPEG or WebP image") from None
+    if fmt not in IMAGE_FORMATS:
+        raise InputError(f"{path}: format {fmt}, allowed PNG, JPEG, WebP")
+    return IMAGE_FORMATS[fmt]
+
+
+class PersonaFile(BaseModel):
+    """A persona as the persona job writes it (only what tweets need is checked)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    core: dict[str, Any]
+
+    model_config = {"extra": "allow"}
+
+
+def read_persona(path: Path) -> dict[str, Any]:
+    data = read_json_file(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a persona file is a JSON object (as the persona job writes)")
+    try:
+        PersonaFile.model_validate(data)
+    except ValidationError as e:
+        raise InputError(one_line(e, str(path))) from None
+    return data
+
+
+class CalendarFile(BaseModel):
+    calendar: dict[str, dict[str, Any]] = Field(min_length=1)
+
+    @field_validator("calendar")
+    @classmethod
+    def _dates(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for day in value:
+            try:
+                dt.date.fromisoformat(day)
+            except ValueError:
+                raise ValueError(f"{day!r} is not a YYYY-MM-DD date") from None
+        return value
+
+
+def read_calendar(path: Path) -> dict[str, dict[str, Any]]:
+    """The calendar's days, sorted by date: ``{"YYYY-MM-DD": {plan...}}``."""
+    data = read_json_file(path)
+    try:
+        days = CalendarFile.model_validate(data).calendar
+    except ValidationError as e:
+        raise InputError(one_line(e, str(path))) from None
+    return dict(sorted(days.items()))
+
+
+def read_topics(path: Path) -> list[str]:
+    """One topic per line; blank lines and lines starting with # are ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such topics file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read it ({e.__class__.__name__})") from None
+    topics = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if not topics:
+        raise InputError(f"{path}: the topic list is empty")
+    return check_topics(topics, str(path))
+
+
+def check_topics(topics: list[str], source: str = "topics") -> list[str]:
+    if not topics:
+        raise InputError(f"{source}: the topic list is empty")
+    if len(topics) > MAX_TOPICS:
+        raise InputError(f"{source}: {len(topics)} topics, allowed at most {MAX_TOPICS}")
+    for n, topic in enumerate(topics, 1):
+        if not isinstance(topic, str) or not topic.strip():
+            raise InputError(f"{source}: topic {n} is empty")
+        if len(topic) > MAX_TOPIC_CHARS:
+            raise InputError(
+                f"{source}: topic {n} has {len(topic)} characters, allowed {MAX_TOPIC_CHARS}"
+            )
+    return topics

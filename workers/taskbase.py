@@ -1,0 +1,48 @@
+"""What every step task shares: options, argument checks, and the retry decision."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery import Task
+
+from workers import runtime
+from workers.gateway import CallContext, RetryLater
+from workers.steps import Work, execute_step
+
+logger = logging.getLogger(__name__)
+
+_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+STEP_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "autoretry_for": _REDIS_ERRORS,  # Redis restarting: try again, the step is idempotent
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "max_retries": 50,
+}
+MAX_ID_CHARS = 128
+
+
+def check_ids(*values: str) -> None:
+    """Refuse ids that cannot be genfleet's (a hand-made or corrupted message)."""
+    for value in values:
+        if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
+            raise ValueError(f"bad id argument: {value!r}")
+
+
+def run_step(task: Task, job_id: str, step_id: str, index: int, work: Work, used: int) -> dict:
+    """Run a step through ``execute_step``; re-schedule the task when asked to wait."""
+    check_ids(job_id, step_id)
+    ctx = CallContext(job_id=job_id, step=step_id, attempts_used=used)
+    try:
+        result = execute_step(
+            runtime.store(), job_id, step_id, index, work, ctx, worker=task.request.hostname or ""
+        )
+    except RetryLater as e:
+        logger.info("job %s step %s: re-scheduled in %.1fs", job_id, step_id, e.delay_s)
+        raise task.retry(
+            countdown=e.delay_s, kwargs={"attempts_used": e.attempts}, max_retries=None
+        ) from e
+    return {"job_id": job_id, "step": step_id, "ok": None if result is None else result.ok}

@@ -1,0 +1,88 @@
+"""Tweets from a persona's calendar (seed 002): one call per calendar day.
+
+The persona and each day's plan are job inputs in Redis (``persona:{pair}``,
+``plan:{step}``), so a step reads only what it needs. Plain logic, no Celery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from genfleet.errors import StepSkipped
+from genfleet.records import JobRecord
+from genfleet.store import JobStore
+from workers.gateway import CallContext, ChatResult, LLMGateway
+from workers.structured import ask_json, dumps
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You write one tweet in the voice of the persona you are given, for the day's plan. "
+    "Answer with JSON only, matching the schema."
+)
+PERSONA_FIELDS = ("name", "core", "tweet_strategy", "authenticity", "visual_profile")
+
+
+class Tweet(BaseModel):
+    text: str = Field(min_length=1, max_length=280)
+    hashtags: list[str] = Field(max_length=6)
+    image_prompt: str = Field(min_length=1, max_length=1000)
+
+
+def tweet_step_id(pair: str, date: str) -> str:
+    return f"{pair}.{date}"
+
+
+def split_step(step: str) -> tuple[str, str]:
+    """``p1.2025-03-01`` -> (``p1``, ``2025-03-01``)."""
+    pair, _, date = step.partition(".")
+    if not pair or not date:
+        raise ValueError(f"not a tweet step id: {step!r}")
+    return pair, date
+
+
+def persona_brief(persona: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a merged persona a tweet needs (keeps prompts short)."""
+    return {k: persona[k] for k in PERSONA_FIELDS if k in persona}
+
+
+def tweet_messages(persona: dict[str, Any], date: str, plan: Any) -> list[dict[str, Any]]:
+    user = (
+        f"Persona: {dumps(persona_brief(persona))}\n"
+        f"Date: {date}\nPlan for the day: {dumps(plan)}\n"
+        "Write the tweet for this day, its hashtags, and a prompt for its image."
+    )
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def _input(store: JobStore, job_id: str, name: str) -> Any:
+    raw = store.input(job_id, name)
+    if raw is None:
+        raise StepSkipped(f"the job's input {name} is missing")
+    return json.loads(raw)
+
+
+def write_tweet(
+    gateway: LLMGateway, store: JobStore, record: JobRecord, step: str, ctx: CallContext
+) -> tuple[dict[str, Any], ChatResult]:
+    """Write one day's tweet."""
+    pair, date = split_step(step)
+    persona = _input(store, record.id, f"persona:{pair}")
+    plan = _input(store, record.id, f"plan:{step}")
+    spec = record.spec
+    tweet, usage = ask_json(
+        gateway, tweet_messages(persona, date, plan), Tweet, ctx,
+        model=spec["model"], max_tokens=int(spec["max_tokens"]),
+        max_reasks=int(spec["max_reasks"]), temperature=0.9,
+    )  # fmt: skip
+    output = {
+        "pair": pair,
+        "date": date,
+        "persona": persona.get("name", pair),
+        **tweet.model_dump(),
+    }
+    return output, usage.as_call()
