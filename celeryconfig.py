@@ -43,7 +43,7 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_cancel_long_running_tasks_on_connection_loss = True
-task_track_started = True
+task_track_started = False  # steps record their own start (genfleet:job:{id}:running)
 task_send_sent_event = True
 worker_send_task_events = True
 

@@ -22,26 +22,40 @@ class Client:
 
 
 _default: list[Client] = []
+_connections: dict[str, tuple[JobStore, Celery]] = {}
 
 
 def connect(settings: Settings | None = None) -> Client:
     """Connect to Redis (starting the embedded one if ``REDIS_URL`` is unset).
 
-    Without ``settings`` the process's one default client is returned.
+    Without ``settings`` the process's one default client is returned. Connections
+    are shared by every client of the same Redis.
     """
     if settings is None and _default:
         return _default[0]
-    client = _new_client(settings or load_settings())
+    chosen = settings or load_settings()
+    url = use_redis(chosen)
+    if url not in _connections:
+        _connections[url] = (JobStore(redis_client(url), chosen.result_ttl_s), _celery_app(url))
+    store, app = _connections[url]
+    client = Client(settings=chosen, store=store, app=app)
     if settings is None:
         _default.append(client)
     return client
 
 
-def _new_client(settings: Settings) -> Client:
-    url = use_redis(settings)
-    store = JobStore(redis_client(url), settings.result_ttl_s)
-    from workers.app import app
+def _celery_app(url: str) -> Celery:
+    """The producer's own Celery app for one Redis: sends tasks by name, never runs them."""
+    app = Celery("genfleet-producer", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.conf.update(broker_url=url, result_backend=backend_url(url))
+    return app
 
-    app.conf.broker_url = url
-    app.conf.result_backend = backend_url(url)
-    return Client(settings=settings, store=store, app=app)
+
+def forget_default() -> None:
+    """Drop the default client and connections (a script or test switching servers)."""
+    _default.clear()
+    for store, app in _connections.values():
+        store.r.close()
+        app.close()
+    _connections.clear()

@@ -81,9 +81,9 @@ def env(
 
 
 def _reset_producer() -> None:
-    from producer import client
+    from producer.client import forget_default
 
-    client._default.clear()
+    forget_default()
 
 
 @pytest.fixture
