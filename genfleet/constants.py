@@ -28,6 +28,9 @@ unless noted):
     hashes of LLM call counters: calls, ok, failed, retries, rate_limited,
     server_errors, tokens_in, tokens_out, cache_hits, limiter_wait_s,
     effective_concurrency (last seen).
+``genfleet:models:{key_id}``
+    set of the models a key was used with (for ``genfleet stats`` and the metrics
+    exporter; no TTL: a handful of names per key).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ TASK_PERSONA_MERGE = "genfleet.control.persona_merge"
 TASK_TWEET = "genfleet.llm.tweet"
 TASK_BATCH_ITEMS = "genfleet.llm.batch_items"
 TASK_BATCH_REVIEW = "genfleet.llm.batch_review"
+TASK_IMAGE_GENERATE = "genfleet.images.generate"
 DEFAULT_IMAGE_GPU_QUEUES = 8  # images.gpu0 .. images.gpu7 are declared up front
 
 # Redis keys
@@ -61,6 +65,7 @@ KEY_CACHE = KEY_PREFIX + ":cache:{digest}"  # a cached chat response (TTL LLM_CA
 KEY_DISABLED_KEYS = KEY_PREFIX + ":keys:disabled"  # hash key_id -> why (401/403)
 KEY_STATS_JOB = KEY_PREFIX + ":stats:job:{job_id}"  # hash of LLM call counters of a job
 KEY_STATS_KEY = KEY_PREFIX + ":stats:key:{key_id}"  # hash of LLM call counters of a key
+KEY_MODELS = KEY_PREFIX + ":models:{key_id}"  # set of models a key was used with
 DISABLED_KEY_TTL_S = 3600  # a refused key is tried again after this
 
 # Job statuses (public: users' scripts compare against these strings)
@@ -77,6 +82,7 @@ KIND_CHAPTER = "chapter"
 KIND_PERSONA = "persona"
 KIND_TWEETS = "tweets"
 KIND_BATCH = "batch"
+KIND_IMAGES = "images"
 
 # Embedded Redis
 EMBEDDED_REDIS_DIR = "redis"

@@ -217,15 +217,22 @@ class JobStore:
             self.r.hset(job_key, "finished_at", time.time())
         return changed
 
-    def reopen(self, job_id: str) -> None:
-        """Make a finished job ``running`` again, for ``genfleet resume``."""
+    def reopen(self, job_id: str) -> int:
+        """Make a finished job ``running`` again, for ``genfleet resume``; returns the
+        new round (the number of resumes so far)."""
         job_key = JobKeys.of(job_id).job
         self.status(job_id)
         self._set_status_if(keys=[job_key], args=[C.STATUS_RUNNING, *C.TERMINAL_STATUSES])
         with self.r.pipeline() as pipe:
             pipe.hdel(job_key, "finished_at", "summary")
+            pipe.hincrby(job_key, "round", 1)
             self._touch(pipe, job_id)
-            pipe.execute()
+            round_ = pipe.execute()[1]
+        return int(round_)
+
+    def round(self, job_id: str) -> int:
+        """How many times the job was resumed (its task ids end in ``.r{round}``)."""
+        return int(self.r.hget(JobKeys.of(job_id).job, "round") or 0)
 
     def load(self, job_id: str) -> JobView:
         """Everything about a job in one round trip."""

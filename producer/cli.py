@@ -23,6 +23,7 @@ from producer import views
 from producer.api import get_job, submit_chapter
 from producer.cli_common import report_submitted
 from producer.cli_images import register as register_image_commands
+from producer.cli_ops import register as register_ops_commands
 from producer.cli_pipelines import register as register_pipeline_commands
 from producer.processes import celery_worker_command
 
@@ -198,6 +199,7 @@ def redis_cmd() -> None:
 
 register_image_commands(worker, submit)
 register_pipeline_commands(cli, submit)
+register_ops_commands(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,13 +13,13 @@ import json
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from celery import Celery, chord, group
+from celery import Celery
 from celery.canvas import Signature
 
-from genfleet import constants as C
 from genfleet.errors import InputError
 from genfleet.records import JobRecord
 from genfleet.settings import Settings, load_settings
+from producer.canvas import job_canvas
 from producer.client import connect
 from producer.jobs import JobHandle, enqueue, make_record
 from workers.images.constants import KIND_IMAGES, MAX_PROMPT_CHARS, MAX_PROMPTS, TASK_IMAGE_GENERATE
@@ -49,12 +49,6 @@ def image_steps(app: Celery, record: JobRecord, steps: Collection[str]) -> list[
         for n, step_id in enumerate(record.step_ids)
         if step_id in steps
     ]
-
-
-def images_canvas(app: Celery, record: JobRecord) -> Signature:
-    """Every step of an images job in a chord, then finalize."""
-    final = app.signature(C.TASK_FINALIZE, args=(record.id,), immutable=True)
-    return chord(group(image_steps(app, record, set(record.step_ids))), final)
 
 
 def check_prompts(prompts: object) -> list[str]:
@@ -125,7 +119,7 @@ def submit_images(
     }
     record = make_record(KIND_IMAGES, spec, step_ids)
     inputs = {prompt_input(step_id): p for step_id, p in zip(step_ids, checked, strict=True)}
-    return enqueue(client, record, images_canvas(client.app, record), inputs)
+    return enqueue(client, record, job_canvas(client.app, record), inputs)
 
 
 def read_prompts_file(path: Path) -> list[str]:

@@ -230,6 +230,6 @@ def resume(job_id: str, *, settings: Settings | None = None) -> tuple[JobHandle,
     handle = JobHandle(job_id, client)
     if not missing:
         return handle, []
-    client.store.reopen(job_id)
-    job_canvas(client.app, view.record, only=missing).apply_async()
+    round_ = client.store.reopen(job_id)
+    job_canvas(client.app, view.record, only=missing, round_=round_).apply_async()
     return handle, missing

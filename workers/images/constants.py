@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from genfleet import constants as C
 
-TASK_IMAGE_GENERATE = "genfleet.images.generate"  # routed to the 'images' queue by prefix
-KIND_IMAGES = "images"  # the job kind of submit_images
+TASK_IMAGE_GENERATE = C.TASK_IMAGE_GENERATE  # routed to the 'images' queue by prefix
+KIND_IMAGES = C.KIND_IMAGES  # the job kind of submit_images
 
 # Inputs
 MAX_PROMPT_CHARS = 4000  # OpenAI's image prompt limit for DALL-E 3

@@ -1,0 +1,238 @@
+"""Operations tooling on real workers: ``genfleet stats``, the exporter, Flower."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from genfleet.records import JobView
+from producer import submit_chapter
+from simulator.process import SimulatorProcess
+from tests.conftest import Workers, genfleet_cmd
+
+OUTLINE = "A lighthouse keeper trades letters with a passing ship."
+API_KEY = "test-key-0001"  # the env fixture's OPENAI_API_KEY
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run_job_with_429s(sim: SimulatorProcess, workers: Workers) -> JobView:
+    # The simulator's errors are drawn from a seeded PRNG: with seed 0 the 4th call is a 429.
+    sim.configure(latency_ms=20, retry_after_s=0.1, error_rates={"429": 0.3})
+    workers.start(concurrency=4, LLM_MAX_RETRIES=5)
+    handle = submit_chapter("ops", 1, OUTLINE, versions=6)
+    view = handle.wait(timeout=60, progress=False)
+    assert view.status == "succeeded"
+    assert sim.stats()["by_status"].get("429", 0) > 0
+    return view
+
+
+@contextlib.contextmanager
+def _genfleet(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``genfleet`` subprocess, stopped by PID (SIGTERM, then SIGKILL) at the end."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(genfleet_cmd(*args), env=env, stdout=out, stderr=out)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _get(url: str, auth: str | None = None, timeout: float = 5.0) -> tuple[int, str]:
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text(errors="replace")
+        with contextlib.suppress(OSError):
+            _get(url, timeout=2)
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not answering after {timeout}s: {log.read_text(errors='replace')}")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_stats_json_shows_workers_keys_and_429s(sim, workers: Workers, env) -> None:
+    _run_job_with_429s(sim, workers)
+    done = subprocess.run(
+        genfleet_cmd("stats", "--json"), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert API_KEY not in done.stdout + done.stderr
+    stats = json.loads(done.stdout)
+    assert [w.split("@")[0] for w in stats["workers"]["llm"]] == ["w1"]
+    assert stats["queues"]["llm"] == 0
+    assert stats["jobs"] == {"succeeded": 1}
+    (key,) = stats["keys"]
+    seen = sim.stats()["by_status"]
+    assert key["key_id"] == "key1"
+    assert key["counters"]["calls"] == sum(seen.values()) > 0
+    assert key["rate_limited_ratio"] == seen["429"] / sum(seen.values()) > 0
+    (scope,) = key["models"]
+    assert scope["model"] == "gpt-4o-mini"
+    assert 1 <= scope["effective_concurrency"] <= scope["max_concurrent"]
+    assert scope["rate_limited_total"] == seen["429"]
+    plain = subprocess.run(
+        genfleet_cmd("stats"), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert plain.returncode == 0 and "key1" in plain.stdout and "\x1b[" not in plain.stdout
+
+
+def _scrape(port: int) -> dict[str, float]:
+    status, text = _get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    assert API_KEY not in text
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}"] = sample.value
+    return values
+
+
+def test_exporter_matches_the_simulators_counts(sim, workers: Workers, env, tmp_path) -> None:
+    view = _run_job_with_429s(sim, workers)
+    port = _free_port()
+    log = tmp_path / "metrics.log"
+    with _genfleet(env, log, "metrics", "--port", str(port)) as proc:
+        _wait_http(f"http://127.0.0.1:{port}/metrics", proc, log)
+        m = _scrape(port)
+    assert proc.returncode is not None  # stopped by PID
+    seen = sim.stats()["by_status"]
+    assert m["genfleet_redis_up{}"] == 1
+    assert m["genfleet_llm_rate_limited_total{key_id=key1}"] == seen["429"]
+    assert m["genfleet_llm_calls_total{key_id=key1,outcome=ok}"] == seen["200"]
+    assert m["genfleet_llm_calls_total{key_id=key1,outcome=failed}"] == seen["429"]
+    assert m["genfleet_llm_retries_total{key_id=key1}"] == seen["429"]
+    assert view.metrics is not None
+    assert m["genfleet_llm_tokens_total{direction=out,key_id=key1}"] == view.metrics.tokens_out
+    assert m["genfleet_jobs{status=succeeded}"] == 1
+    assert m["genfleet_workers_online{queue=llm}"] == 1
+    assert m["genfleet_queue_depth{queue=llm}"] == 0
+    assert m["genfleet_key_effective_concurrency{key_id=key1,model=gpt-4o-mini}"] >= 1
+    assert "genfleet_key_cooldown_seconds{key_id=key1,model=gpt-4o-mini}" in m
+
+
+def test_exporter_on_a_port_in_use_says_so_in_one_line(env) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            genfleet_cmd("metrics", "--port", str(port)),
+            env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"genfleet: port {port} is in use on 127.0.0.1 (an exporter already running, or "
+        "another program): stop it or choose another --port"
+    ]
+
+
+def test_flower_with_basic_auth_shows_tasks_without_the_key(
+    sim, workers: Workers, env, tmp_path
+) -> None:
+    workers.start(concurrency=2)
+    port, auth = _free_port(), "ops:s3cret"
+    root, log = f"http://127.0.0.1:{port}", tmp_path / "flower.log"
+    with _genfleet({**env, "FLOWER_BASIC_AUTH": auth}, log, "flower", "--port", str(port)) as proc:
+        _wait_http(root + "/healthcheck", proc, log)
+        assert _get(root + "/", auth)[0] == 200
+        assert _get(root + "/")[0] == 401
+        assert _get(root + "/metrics", auth)[0] == 200
+        assert auth not in Path(f"/proc/{proc.pid}/cmdline").read_text()
+        (flower_pid,) = _children(proc.pid)
+        assert auth not in Path(f"/proc/{flower_pid}/cmdline").read_text()
+        handle = submit_chapter("flower", 1, OUTLINE, versions=2)
+        assert handle.wait(timeout=60, progress=False).status == "succeeded"
+        tasks = _version_tasks(root, auth, handle.id, ["v1", "v2"])
+        status, page = _get(f"{root}/task/{tasks['v1']['uuid']}", auth)
+    assert proc.returncode is not None
+    assert not _alive(flower_pid)
+    assert status == 200 and handle.id in page and "v1" in page and API_KEY not in page
+    assert API_KEY not in json.dumps(tasks)
+
+
+def _version_tasks(
+    root: str, auth: str, job_id: str, steps: list[str], timeout: float = 20
+) -> dict[str, dict]:
+    """Step id -> Flower's chapter_version task of that step (events arrive later)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = _get(root + "/api/tasks", auth)
+        assert status == 200, body
+        found = {
+            step: task
+            for task in json.loads(body).values()
+            for step in steps
+            if task.get("name") == "genfleet.llm.chapter_version"
+            and f"('{job_id}', '{step}'," in str(task.get("args"))
+        }
+        if len(found) == len(steps) or time.monotonic() > deadline:
+            assert sorted(found) == steps, body
+            return found
+        time.sleep(0.5)
+
+
+def test_flower_on_a_port_in_use_says_so_before_starting(env) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            genfleet_cmd("flower", "--port", str(port)),
+            env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"genfleet: port {port} is in use on 127.0.0.1 (Flower already running, or "
+        "another program): stop it or choose another --port"
+    ]
