@@ -25,6 +25,7 @@ from producer.cli_common import report_submitted
 from producer.cli_images import register as register_image_commands
 from producer.cli_ops import register as register_ops_commands
 from producer.cli_pipelines import register as register_pipeline_commands
+from producer.control import cancel as cancel_job
 from producer.processes import celery_worker_command
 
 EXIT_USER_ERROR = 2
@@ -158,6 +159,23 @@ def results(job_id: str, out: Path | None, fmt: str) -> None:
     except OSError as e:
         raise InputError(f"{out}: cannot write ({e.strerror})") from None
     click.echo(f"wrote {len(view.step_results())} step results of {view.id} to {out}")
+
+
+@cli.command()
+@JOB_ID
+def watch(job_id: str) -> None:
+    """Follow a job with a live progress bar (plain lines when not a terminal)."""
+    handle = get_job(views.check_job_id(job_id))
+    view = handle.wait()
+    click.echo(views.status_text(view))
+
+
+@cli.command()
+@JOB_ID
+def cancel(job_id: str) -> None:
+    """Cancel a job: revoke the steps not started; running steps keep their results."""
+    revoked = cancel_job(views.check_job_id(job_id))
+    click.echo(f"job {job_id} cancelled; {revoked} step(s) not started were revoked")
 
 
 @cli.command()

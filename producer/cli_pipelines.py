@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -10,7 +11,13 @@ from genfleet.errors import InputError
 from producer import views
 from producer.cli_common import report_submitted
 from producer.inputs import expand_glob, read_topics
-from producer.pipelines import resume, submit_batch, submit_persona, submit_tweets
+from producer.pipelines import (
+    personas_of_job,
+    resume,
+    submit_batch,
+    submit_persona,
+    submit_tweets,
+)
 
 FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -47,6 +54,7 @@ def persona_cmd(image: Path | None, images: str | None, serial: bool, wait: bool
 @click.command("tweets")
 @click.option("--persona", type=FILE, default=None, help="A persona JSON file.")
 @click.option("--personas", default=None, help="A glob of persona files (batch mode).")
+@click.option("--persona-job", default=None, help="Use the personas of a finished persona job.")
 @click.option("--calendar", type=FILE, default=None, help="A calendar JSON file.")
 @click.option("--calendars", default=None, help="A glob of calendars, one per persona.")
 @click.option("--count", type=click.IntRange(1, 1000), default=10, show_default=True,
@@ -55,11 +63,17 @@ def persona_cmd(image: Path | None, images: str | None, serial: bool, wait: bool
 @click.option("--gpu", type=click.IntRange(0, 7), default=None, help="Pin the images to a GPU.")
 @click.option("--wait", is_flag=True)
 def tweets_cmd(
-    persona: Path | None, personas: str | None, calendar: Path | None, calendars: str | None,
-    count: int, with_images: bool, gpu: int | None, wait: bool,
+    persona: Path | None, personas: str | None, persona_job: str | None, calendar: Path | None,
+    calendars: str | None, count: int, with_images: bool, gpu: int | None, wait: bool,
 ) -> None:  # fmt: skip
     """Write tweets from persona calendars, all days in flight at once."""
-    persona_files = _one_of(persona, personas, "persona")
+    persona_files: list[Any]
+    if persona_job is not None:
+        if persona or personas:
+            raise InputError("give --persona-job, or --persona/--personas, not both")
+        persona_files = personas_of_job(views.check_job_id(persona_job))
+    else:
+        persona_files = _one_of(persona, personas, "persona")
     calendar_files = _one_of(calendar, calendars, "calendar")
     handle = submit_tweets(persona_files, calendar_files, count, with_images=with_images, gpu=gpu)
     report_submitted(handle, wait)

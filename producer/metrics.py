@@ -14,6 +14,7 @@ from wsgiref.simple_server import WSGIServer
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -47,7 +48,7 @@ class ClusterCollector(Collector):
         try:
             with self._lock:
                 stats = gather(self.settings, self.client, self.app, timeout_s=self.timeout_s)
-        except (redis.RedisError, OSError) as e:
+        except (redis.RedisError, OperationalError, OSError) as e:
             logger.warning("metrics scrape: cannot read the cluster's state: %s", e)
             up.add_metric([], 0)
             yield up

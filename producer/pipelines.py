@@ -220,6 +220,19 @@ def submit_batch(
     return enqueue(client, record, job_canvas(client.app, record))
 
 
+def personas_of_job(job_id: str, *, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The merged personas of a finished persona job (for a tweets job)."""
+    view = connect(settings).store.load(job_id)
+    if view.record.kind != C.KIND_PERSONA:
+        raise InputError(f"job {job_id} is a {view.record.kind} job, not a persona job")
+    merged = [
+        r.output["persona"] for r in view.step_results() if r.ok and r.step_id.endswith(".merge")
+    ]
+    if not merged:
+        raise InputError(f"job {job_id} ({view.status}) has no merged persona yet")
+    return merged
+
+
 def resume(job_id: str, *, settings: Settings | None = None) -> tuple[JobHandle, list[str]]:
     """Re-submit only the job's steps that are missing or failed; returns them."""
     client = connect(settings)

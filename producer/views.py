@@ -34,34 +34,65 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+MAX_STEP_LINES = 20  # a bigger job lists only its failed and running steps
+
+
+def _step_state(view: JobView, step_id: str, now: float) -> str:
+    if step_id in view.ok:
+        r = view.ok[step_id]
+        cached = " (cached)" if r.cached else ""
+        return f"ok in {r.seconds:.2f}s, {r.tokens_out} tokens{cached}"
+    if step_id in view.failed:
+        return f"failed: {view.failed[step_id].error}"
+    if step_id in view.running:
+        return f"running for {now - view.running[step_id]:.1f}s"
+    return "waiting"
+
+
+def _step_lines(view: JobView, now: float) -> list[str]:
+    shown = view.record.step_ids
+    if len(shown) > MAX_STEP_LINES:
+        failed = [s for s in shown if s in view.failed and s not in view.ok]
+        shown = (failed[:10] + [s for s in shown if s in view.running][:10])[:MAX_STEP_LINES]
+    lines = [f"  {step_id}: {_step_state(view, step_id, now)}" for step_id in shown]
+    if len(shown) < view.total:
+        lines.append(f"  ({view.total - len(shown)} more steps not listed)")
+    return lines
+
+
+def _pace_line(view: JobView, elapsed: float) -> str:
+    """Elapsed time, steps per second, and an estimate of what is left."""
+    line = f"  elapsed {elapsed:.1f}s"
+    if view.done and elapsed > 0:
+        rate = view.done / elapsed
+        line += f", {rate:.2f} steps/s"
+        if view.status not in C.TERMINAL_STATUSES:
+            line += f", about {(view.total - view.done) / rate:.0f}s left"
+    return line
+
+
 def status_text(view: JobView) -> str:
-    """A few lines: status and counts, each step's state, metrics, error."""
-    metrics = view.metrics or compute_metrics(view)
+    """Status and counts, elapsed time and an estimate of what is left, the steps
+    (all of a small job; the failed and running ones of a big job), metrics, error."""
+    now = time.time()
+    m = view.metrics or compute_metrics(view, now)
     failed = len(set(view.failed) - set(view.ok))
     counts = Progress(view.status, view.total, len(view.ok), failed, len(view.running))
-    lines = [describe(view.id, counts)]
-    lines.append(
+    lines = [
+        describe(view.id, counts),
         f"  kind {view.record.kind}, mode {view.record.mode}, "
-        f"created {_age(time.time() - view.record.created_at)} ago"
-    )
-    for step_id in view.record.step_ids:
-        if step_id in view.ok:
-            r = view.ok[step_id]
-            state = f"ok in {r.seconds:.2f}s, {r.tokens_out} tokens" + (
-                " (cached)" if r.cached else ""
-            )
-        elif step_id in view.failed:
-            state = f"failed: {view.failed[step_id].error}"
-        elif step_id in view.running:
-            state = f"running for {time.time() - view.running[step_id]:.1f}s"
-        else:
-            state = "waiting"
-        lines.append(f"  {step_id}: {state}")
-    m = metrics
-    lines.append(
-        f"  elapsed {m.elapsed_s:.2f}s, serial-equivalent {m.serial_equivalent_s:.2f}s, "
-        f"speed-up {m.speedup:.2f}x, tokens in/out {m.tokens_in}/{m.tokens_out}"
-    )
+        f"created {_age(now - view.record.created_at)} ago",
+        _pace_line(view, m.elapsed_s),
+        *_step_lines(view, now),
+        f"  serial-equivalent {m.serial_equivalent_s:.2f}s, speed-up {m.speedup:.2f}x, "
+        f"tokens in/out {m.tokens_in}/{m.tokens_out}",
+    ]
+    llm = m.extra.get("llm")
+    if llm:
+        lines.append(
+            f"  LLM calls {llm['calls']} (ok {llm['ok']}, retries {llm['retries']}, "
+            f"429s {llm['rate_limited']}, cache hits {llm['cache_hits']})"
+        )
     if view.error:
         lines.append(f"  error: {view.error}")
     return "\n".join(lines)
@@ -113,13 +144,13 @@ def results_text(view: JobView, fmt: str = "json") -> str:
 
 def jobs_text(store: JobStore, limit: int) -> str:
     """A table of recent jobs: id, kind, status, counts, age."""
-    rows = [f"{'JOB':<28} {'KIND':<10} {'STATUS':<10} {'OK':>4} {'FAIL':>4} {'TOTAL':>5}  AGE"]
+    rows = [f"{'JOB':<28} {'KIND':<10} {'STATUS':<10} {'OK':>6} {'FAIL':>6} {'TOTAL':>6}  AGE"]
     for job_id in store.recent(limit):
-        view = store.load(job_id)
-        failed = len(set(view.failed) - set(view.ok))
-        age = _age(time.time() - view.record.created_at)
+        record = store.record(job_id)
+        p = store.progress(job_id)
+        age = _age(time.time() - record.created_at)
         rows.append(
-            f"{view.id:<28} {view.record.kind:<10} {view.status:<10} "
-            f"{len(view.ok):>4} {failed:>4} {view.total:>5}  {age}"
+            f"{job_id:<28} {record.kind:<10} {p.status:<10} "
+            f"{p.ok:>6} {p.failed:>6} {p.total:>6}  {age}"
         )
     return "\n".join(rows) if len(rows) > 1 else "no jobs"
