@@ -31,6 +31,10 @@ broker_transport_options = {
     "health_check_interval": 10,
 }
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+# Storing a result retries through a Redis restart instead of failing the task.
+result_backend_always_retry = True
+result_backend_max_retries = 60
+result_backend_max_sleep_between_retries_ms = 5000
 redis_backend_health_check_interval = 10
 result_expires = _settings.result_ttl_s
 

@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from genfleet import constants as C
 from genfleet.embedded import EmbeddedRedis
 from genfleet.errors import RedisUnavailableError
 from genfleet.settings import Settings
 
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 _owned: list[EmbeddedRedis] = []
 
 
@@ -79,3 +87,21 @@ def redis_client(url: str) -> redis.Redis:
             f"cannot reach Redis at {sanitize_url(url)}: {e.__class__.__name__}"
         ) from None
     return client
+
+
+def through_outage(run: Callable[[], T], what: str) -> T:
+    """Run ``run`` again until Redis answers (a restart), for ``REDIS_OUTAGE_MAX_WAIT_S``.
+
+    Only for idempotent work; ``what`` says in the log what is waiting.
+    """
+    deadline = time.monotonic() + C.REDIS_OUTAGE_MAX_WAIT_S
+    delay = 0.5
+    while True:
+        try:
+            return run()
+        except REDIS_DOWN:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("%s: Redis unreachable; trying again in %.1fs", what, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

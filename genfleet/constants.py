@@ -96,7 +96,11 @@ MAX_PROJECT_ID_CHARS = 64
 RETRY_INITIAL_DELAY_S = 0.5
 RETRY_MAX_DELAY_S = 8.0
 RETRY_AFTER_MAX_S = 120.0  # a provider's Retry-After above this is capped
+# A 429 is the provider asking us to wait, not a failed request: it is retried after
+# its Retry-After up to this many times, apart from LLM_MAX_RETRIES (other errors).
+RATE_LIMITED_MAX_RETRIES = 10
 INLINE_WAIT_MAX_S = 3.0  # longer waits re-schedule the task instead of blocking a slot
+REDIS_OUTAGE_MAX_WAIT_S = 120.0  # a step waits this long for Redis to come back
 
 # Limiter
 # Keys (see workers/limiter.py): {scope} is Scope.redis_part(), never an API key.

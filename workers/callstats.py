@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
 
 from genfleet import constants as C
+
+logger = logging.getLogger(__name__)
 
 COUNTERS = (
     "calls", "ok", "failed", "retries", "rate_limited", "server_errors",
@@ -24,6 +27,16 @@ class CallStats:
     def add(
         self, job_id: str, key_id: str | None, *, wait_s: float = 0.0,
         effective_concurrency: int | None = None, **counts: int,
+    ) -> None:  # fmt: skip
+        try:
+            self._add(job_id, key_id, wait_s, effective_concurrency, counts)
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Counters are for people; a Redis restart must not fail a paid-for call.
+            logger.warning("job %s: call counters lost in a Redis outage", job_id)
+
+    def _add(
+        self, job_id: str, key_id: str | None, wait_s: float,
+        effective_concurrency: int | None, counts: dict[str, int],
     ) -> None:  # fmt: skip
         keys = [C.KEY_STATS_JOB.format(job_id=job_id)] if job_id else []
         if key_id:

@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -75,34 +76,38 @@ class LLMGateway:
         return result
 
     def _chat_with_retries(self, request: ChatRequest, ctx: CallContext) -> ChatResult:
-        attempts = ctx.attempts_used
+        tally = _Tally(ctx.attempts_used, ctx.rate_limited_used)
         tokens = estimate_messages_tokens(request.messages) + request.max_tokens
         while True:
-            key, grant, waited = self._admit(request, ctx, tokens, attempts)
-            attempts += 1
+            key, grant, waited = self._admit(request, ctx, tokens, tally)
+            tally.attempts += 1
+            attempts = tally.attempts
             try:
                 result = self._call_once(key, request, attempts)
             except TransientLLMError as e:
-                delay = self._after_transient(key, grant, request, e, ctx, attempts, waited)
+                tally.rate_limited += isinstance(e, RateLimitedError)
+                delay = self._after_transient(key, grant, request, e, ctx, tally, waited)
             except PermanentLLMError as e:
-                self.limiter.release(grant, ok=False)
+                self._release(grant, ok=False)
                 self.stats.add(ctx.job_id, key.key_id, calls=1, failed=1, wait_s=waited)
                 if e.status in _AUTH_STATUSES:
                     self.pool.disable(key, f"HTTP {e.status} from the provider")
-                    attempts -= 1  # the key was bad, not the request: try another key
+                    tally.attempts -= 1  # the key was bad, not the request: try another key
                     continue
                 raise _located(e, ctx, attempts) from None
             else:
                 self._after_success(key, grant, result, ctx, waited)
                 return result
             if delay > C.INLINE_WAIT_MAX_S:
-                raise RetryLater(delay, attempts, "backoff after a transient error")
+                raise RetryLater(
+                    delay, attempts, "backoff after a transient error", tally.rate_limited
+                )
             time.sleep(delay)
 
     def _after_success(
         self, key: ApiKey, grant: Grant, result: ChatResult, ctx: CallContext, waited: float
     ) -> None:
-        self.limiter.release(grant, actual_tokens=result.tokens_in + result.tokens_out, ok=True)
+        self._release(grant, actual_tokens=result.tokens_in + result.tokens_out, ok=True)
         result.key_id = key.key_id
         result.limiter_wait_s = round(waited, 4)
         result.effective_concurrency = grant.effective_concurrency
@@ -114,12 +119,17 @@ class LLMGateway:
 
     def _after_transient(
         self, key: ApiKey, grant: Grant, request: ChatRequest, error: TransientLLMError,
-        ctx: CallContext, attempts: int, waited: float,
+        ctx: CallContext, tally: _Tally, waited: float,
     ) -> float:  # fmt: skip
         """Release, count, tell the limiter about a 429; return the delay before a retry."""
-        self.limiter.release(grant, ok=False)
+        self._release(grant, ok=False)
+        attempts = tally.attempts
         limited = isinstance(error, RateLimitedError)
-        final = attempts > (self.max_retries if ctx.max_retries is None else ctx.max_retries)
+        max_retries = self.max_retries if ctx.max_retries is None else ctx.max_retries
+        if limited:
+            final = tally.rate_limited > C.RATE_LIMITED_MAX_RETRIES
+        else:
+            final = attempts - tally.rate_limited > max_retries
         self.stats.add(
             ctx.job_id, key.key_id, calls=1, failed=int(final), retries=int(not final),
             rate_limited=int(limited), server_errors=int((error.status or 0) >= 500),
@@ -142,8 +152,16 @@ class LLMGateway:
         )  # fmt: skip
         return delay
 
+    def _release(self, grant: Grant, **kw: Any) -> None:
+        """Give the lease back; in a Redis outage it expires by itself (``lease_s``)."""
+        try:
+            self.limiter.release(grant, **kw)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            logger.warning("could not release limiter lease %s (%s); it will expire",
+                           grant.lease_id, e.__class__.__name__)  # fmt: skip
+
     def _admit(
-        self, request: ChatRequest, ctx: CallContext, tokens: int, attempts: int
+        self, request: ChatRequest, ctx: CallContext, tokens: int, tally: _Tally
     ) -> tuple[ApiKey, Grant, float]:
         """A key and the limiter's grant; waits briefly, else raises ``RetryLater``."""
         waited, poll = 0.0, C.LIMITER_POLL_INITIAL_S
@@ -159,7 +177,9 @@ class LLMGateway:
             delay = poll if slot_only else max(best.wait_s, C.LIMITER_MIN_SLEEP_S)
             if waited + delay > C.INLINE_WAIT_MAX_S:
                 later = max(delay, C.INLINE_WAIT_MAX_S / 3) if slot_only else best.wait_s
-                raise RetryLater(later, attempts, f"limiter: {best.reason}")
+                raise RetryLater(
+                    later, tally.attempts, f"limiter: {best.reason}", tally.rate_limited
+                )
             time.sleep(delay * random.uniform(1.0, 1.2))
             waited += delay
             poll = min(poll * C.LIMITER_POLL_GROWTH, C.LIMITER_POLL_MAX_S)
@@ -243,6 +263,14 @@ class LLMGateway:
             attempts=attempts,
             seconds=time.monotonic() - started,
         )
+
+
+@dataclass
+class _Tally:
+    """Attempts of one call so far (earlier deliveries included), and how many got 429."""
+
+    attempts: int
+    rate_limited: int
 
 
 def _located(error: LLMError, ctx: CallContext, attempts: int) -> LLMError:

@@ -44,6 +44,7 @@ class CallContext:
     job_id: str = ""
     step: str = ""
     attempts_used: int = 0  # attempts made by earlier deliveries of the same task
+    rate_limited_used: int = 0  # of which answered 429 (they have their own budget)
     job_concurrency: int = 0  # this job's own cap on its calls in flight (0 = none)
     throttle_ms: int = 0  # minimum gap between this job's calls
     cache: bool | None = None  # None: cache temperature-0 calls only
@@ -53,11 +54,12 @@ class CallContext:
 class RetryLater(Exception):
     """The next attempt should happen in ``delay_s``; re-schedule rather than block."""
 
-    def __init__(self, delay_s: float, attempts: int, reason: str) -> None:
+    def __init__(self, delay_s: float, attempts: int, reason: str, rate_limited: int = 0) -> None:
         super().__init__(f"retry in {delay_s:.1f}s after {attempts} attempt(s): {reason}")
         self.delay_s = delay_s
         self.attempts = attempts
         self.reason = reason
+        self.rate_limited = rate_limited
 
 
 def transient_reason(error: TransientLLMError) -> str:

@@ -30,7 +30,10 @@ def _fresh_backend(**_: Any) -> None:
 
 
 @app.task(name=TASK_IMAGE_GENERATE, **STEP_OPTIONS)
-def generate(self: Task, job_id: str, step_id: str, index: int, attempts_used: int = 0) -> dict:
+def generate(
+    self: Task, job_id: str, step_id: str, index: int, attempts_used: int = 0,
+    rate_limited_used: int = 0,
+) -> dict:  # fmt: skip
     """Draw the picture of one image step of a job."""
 
     def work(record: JobRecord, ctx: CallContext) -> tuple[dict[str, Any], ChatResult]:
@@ -40,4 +43,6 @@ def generate(self: Task, job_id: str, step_id: str, index: int, attempts_used: i
             record, step_id, int(index), ctx, store=store, settings=settings, backend=backend
         )
 
-    return run_step(self, job_id, step_id, int(index), work, int(attempts_used))
+    return run_step(
+        self, job_id, step_id, int(index), work, int(attempts_used), int(rate_limited_used)
+    )

@@ -25,12 +25,13 @@ StepLogic = Callable[[JobRecord, str, CallContext], Any]
 def _step_task(name: str, doc: str, logic: StepLogic) -> Task:
     @app.task(name=name, **STEP_OPTIONS)
     def step_task(
-        self: Task, job_id: str, step_id: str, index: int = 0, attempts_used: int = 0
-    ) -> dict:
+        self: Task, job_id: str, step_id: str, index: int = 0, attempts_used: int = 0,
+        rate_limited_used: int = 0,
+    ) -> dict:  # fmt: skip
         def work(record: JobRecord, ctx: CallContext) -> Any:
             return logic(record, step_id, ctx)
 
-        return run_step(self, job_id, step_id, index, work, attempts_used)
+        return run_step(self, job_id, step_id, index, work, attempts_used, rate_limited_used)
 
     step_task.__doc__ = doc
     return step_task

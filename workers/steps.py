@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from genfleet import constants as C
+from genfleet.connection import through_outage
 from genfleet.errors import InvalidOutputError, LLMError, StepSkipped
 from genfleet.records import JobRecord, StepResult
 from genfleet.store import JobStore
@@ -73,7 +74,8 @@ def execute_step(
             cached=call.cached if call else False,
             meta=_call_meta(call),
         )  # fmt: skip
-    if not store.save_step(job_id, result):
+    saved = through_outage(lambda: store.save_step(job_id, result), f"job {job_id} step {step_id}")
+    if not saved:
         logger.info("job %s step %s: a result was stored meanwhile; keeping it", job_id, step_id)
         return store.step_ok(job_id, step_id)
     return result

@@ -8,6 +8,7 @@ from typing import Any
 import redis
 from celery import Task
 
+from genfleet.connection import through_outage
 from workers import runtime
 from workers.gateway import CallContext, RetryLater
 from workers.steps import Work, execute_step
@@ -32,17 +33,25 @@ def check_ids(*values: str) -> None:
             raise ValueError(f"bad id argument: {value!r}")
 
 
-def run_step(task: Task, job_id: str, step_id: str, index: int, work: Work, used: int) -> dict:
-    """Run a step through ``execute_step``; re-schedule the task when asked to wait."""
+def run_step(
+    task: Task, job_id: str, step_id: str, index: int, work: Work, used: int, limited: int = 0
+) -> dict:
+    """Run a step through ``execute_step``; re-schedule the task when asked to wait.
+
+    ``used`` and ``limited`` are the attempts (and 429s among them) of earlier
+    deliveries, carried in the task's kwargs across re-schedules.
+    """
     check_ids(job_id, step_id)
-    ctx = CallContext(job_id=job_id, step=step_id, attempts_used=used)
+    ctx = CallContext(job_id=job_id, step=step_id, attempts_used=used, rate_limited_used=limited)
     try:
-        result = execute_step(
-            runtime.store(), job_id, step_id, index, work, ctx, worker=task.request.hostname or ""
+        result = through_outage(
+            lambda: execute_step(
+                runtime.store(), job_id, step_id, index, work, ctx, task.request.hostname or ""
+            ),
+            f"job {job_id} step {step_id}",
         )
     except RetryLater as e:
         logger.info("job %s step %s: re-scheduled in %.1fs", job_id, step_id, e.delay_s)
-        raise task.retry(
-            countdown=e.delay_s, kwargs={"attempts_used": e.attempts}, max_retries=None
-        ) from e
+        carried = {"attempts_used": e.attempts, "rate_limited_used": e.rate_limited}
+        raise task.retry(countdown=e.delay_s, kwargs=carried, max_retries=None) from e
     return {"job_id": job_id, "step": step_id, "ok": None if result is None else result.ok}

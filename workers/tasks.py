@@ -24,14 +24,15 @@ logger = logging.getLogger(__name__)
 
 @app.task(name=C.TASK_CHAPTER_VERSION, **STEP_OPTIONS)
 def chapter_version(
-    self: Task, job_id: str, step_id: str, index: int, attempts_used: int = 0
-) -> dict:
+    self: Task, job_id: str, step_id: str, index: int, attempts_used: int = 0,
+    rate_limited_used: int = 0,
+) -> dict:  # fmt: skip
     """Write one candidate version of a chapter."""
 
     def work(record: Any, ctx: CallContext) -> Any:
         return chapter.generate_version(runtime.gateway(), record, index, ctx)
 
-    return run_step(self, job_id, step_id, int(index), work, attempts_used)
+    return run_step(self, job_id, step_id, int(index), work, attempts_used, rate_limited_used)
 
 
 @app.task(name=C.TASK_FINALIZE, **STEP_OPTIONS)
