@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from genfleet import constants as C
-from genfleet.connection import through_outage
+from genfleet.outage import through_outage
 from genfleet.errors import InvalidOutputError, LLMError, StepSkipped
 from genfleet.records import JobRecord, StepResult
 from genfleet.store import JobStore

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from celery import Task
 
-from genfleet.connection import through_outage
+from genfleet.outage import through_outage
 from workers import runtime
 from workers.gateway import CallContext, RetryLater
 from workers.steps import Work, execute_step
