@@ -64,7 +64,10 @@ class Run:
 class Cluster:
     """A private Redis, the simulator and 3 worker processes for one scenario."""
 
-    def __init__(self, home: Path, sim: SimulatorProcess, env: dict[str, str], threads: int):
+    def __init__(
+        self, home: Path, sim: SimulatorProcess, env: dict[str, str], threads: int,
+        worker_args: tuple[str, ...] = (),
+    ):  # fmt: skip
         self.redis_server = EmbeddedRedis(home)
         self.url = self.redis_server.start()
         self.r = redis.Redis.from_url(self.url, decode_responses=True)
@@ -75,7 +78,7 @@ class Cluster:
             self.workers.append(start_worker(
                 ["llm"], concurrency=threads, pool="threads", name=f"bench{n}", env=self.env,
                 log_path=home / f"worker{n}.log", loglevel="WARNING",
-                extra=["-I", "bench.celery_tasks"],
+                extra=["-I", "bench.celery_tasks", *worker_args],
             ))  # fmt: skip
         # A fresh app per scenario: each scenario has its own Redis.
         self.app = Celery("genfleet-bench")
@@ -111,12 +114,13 @@ class Cluster:
 def scenario(
     name: str, task: str, n: int, sim_opts: dict[str, Any], env: dict[str, str],
     threads: int, args: tuple[Any, ...], rate_limit: str | None = None,
+    worker_args: tuple[str, ...] = (),
 ) -> Run:  # fmt: skip
     with (
         tempfile.TemporaryDirectory(prefix="genfleet-bench-") as tmp,
         SimulatorProcess(**sim_opts) as sim,
     ):
-        cluster = Cluster(Path(tmp), sim, env, threads)
+        cluster = Cluster(Path(tmp), sim, env, threads, worker_args)
         try:
             if rate_limit:
                 replies = cluster.app.control.rate_limit(task, rate_limit, reply=True, timeout=5)
@@ -163,6 +167,9 @@ def table_1(n: int) -> list[Run]:
                  rate_limit="600/m"),
         scenario('Celery rate_limit="200/m" (split by hand)', "bench.direct_call", n, sim, {}, 8,
                  args, rate_limit="200/m"),
+        scenario('Celery rate_limit="600/m", Celery\'s default prefetch (x4)', "bench.direct_call",
+                 n, sim, {}, 8, args, rate_limit="600/m",
+                 worker_args=("--prefetch-multiplier", "4")),
     ]  # fmt: skip
 
 

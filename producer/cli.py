@@ -16,6 +16,7 @@ from typing import Any
 import click
 import redis
 
+from genfleet import constants as C
 from genfleet.connection import sanitize_url, stop_owned_redis, use_redis
 from genfleet.errors import GenfleetError, InputError
 from genfleet.settings import load_settings
@@ -26,9 +27,11 @@ from producer.cli_images import register as register_image_commands
 from producer.cli_ops import register as register_ops_commands
 from producer.cli_pipelines import register as register_pipeline_commands
 from producer.control import cancel as cancel_job
+from producer.inputs import read_text_file
 from producer.processes import celery_worker_command
 
 EXIT_USER_ERROR = 2
+MAX_OUTLINE_BYTES = 4 * C.MAX_OUTLINE_CHARS  # UTF-8 takes at most 4 bytes a character
 JOB_ID = click.argument("job_id")
 
 
@@ -127,12 +130,8 @@ def submit_chapter_cmd(
 
 
 def read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read it as UTF-8 text ({e.__class__.__name__})") from None
+    """An outline file; more than an outline can hold (in UTF-8) is not read."""
+    return read_text_file(path, MAX_OUTLINE_BYTES)
 
 
 @cli.command()

@@ -172,7 +172,7 @@ def stats_tables(stats: ClusterStats, *, plain: bool) -> list[Any]:
     for key in stats.keys:
         c = key.counters
         name = key.key_id + (" (disabled)" if key.disabled else "")
-        for scope in key.models or []:
+        for scope in key.models:
             keys.add_row(
                 name, scope.model, str(c.get("calls", 0)), str(c.get("ok", 0)),
                 f"{key.rate_limited_ratio:.1%}", str(c.get("server_errors", 0)),

@@ -191,8 +191,12 @@ def job_totals(client: redis.Redis) -> tuple[dict[str, int], CacheStats]:
 
 
 def key_refs(settings: Settings, client: redis.Redis) -> list[KeyRef]:
-    """The pool's keys without secrets; from the counters in Redis when this process
-    has no keys configured (an operator's shell without ``OPENAI_API_KEY``)."""
+    """The pool's keys, without their secrets.
+
+    When this process has no keys configured (an operator's shell without
+    ``OPENAI_API_KEY``), the key ids come from the counters in Redis and the limits
+    from the ``LLM_*`` settings.
+    """
     try:
         return [KeyRef(k.key_id, k.provider, k.limits) for k in keys_from_settings(settings)]
     except SettingsError as e:
@@ -214,7 +218,10 @@ def models_of(settings: Settings, client: redis.Redis, key_id: str) -> list[str]
 def scope_stats(limiter: ClusterLimiter, ref: KeyRef, model: str) -> ScopeStats:
     """The limiter's snapshot of one (key, model)."""
     snap = limiter.snapshot(Scope(ref.provider, ref.key_id, model), ref.limits)
-    return ScopeStats(model=model, max_concurrent=ref.limits.max_concurrent, **snap)
+    names = [f.name for f in dataclasses.fields(ScopeStats) if f.name in snap]
+    return ScopeStats(
+        model=model, max_concurrent=ref.limits.max_concurrent, **{n: snap[n] for n in names}
+    )
 
 
 def all_key_stats(settings: Settings, client: redis.Redis) -> list[KeyStats]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from genfleet import constants as C
 from genfleet.records import JobView
 from producer import submit_chapter
 from simulator.process import SimulatorProcess
@@ -236,3 +237,14 @@ def test_flower_on_a_port_in_use_says_so_before_starting(env) -> None:
         f"genfleet: port {port} is in use on 127.0.0.1 (Flower already running, or "
         "another program): stop it or choose another --port"
     ]
+
+
+def test_stats_reads_the_models_recorded_for_a_key(env, r) -> None:
+    r.sadd(C.KEY_MODELS.format(key_id="key1"), "gpt-other")  # as the gateway records it
+    done = subprocess.run(
+        genfleet_cmd("stats", "--json"), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    (key,) = json.loads(done.stdout)["keys"]
+    assert [m["model"] for m in key["models"]] == ["gpt-4o-mini", "gpt-other"]
+    assert all(m["effective_concurrency"] == m["max_concurrent"] for m in key["models"])

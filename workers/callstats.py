@@ -26,17 +26,17 @@ class CallStats:
 
     def add(
         self, job_id: str, key_id: str | None, *, wait_s: float = 0.0,
-        effective_concurrency: int | None = None, **counts: int,
+        effective_concurrency: int | None = None, model: str | None = None, **counts: int,
     ) -> None:  # fmt: skip
         try:
-            self._add(job_id, key_id, wait_s, effective_concurrency, counts)
+            self._add(job_id, key_id, wait_s, effective_concurrency, model, counts)
         except (redis.ConnectionError, redis.TimeoutError):
             # Counters are for people; a Redis restart must not fail a paid-for call.
             logger.warning("job %s: call counters lost in a Redis outage", job_id)
 
     def _add(
         self, job_id: str, key_id: str | None, wait_s: float,
-        effective_concurrency: int | None, counts: dict[str, int],
+        effective_concurrency: int | None, model: str | None, counts: dict[str, int],
     ) -> None:  # fmt: skip
         keys = [C.KEY_STATS_JOB.format(job_id=job_id)] if job_id else []
         if key_id:
@@ -51,6 +51,10 @@ class CallStats:
                 if effective_concurrency is not None:
                     pipe.hset(key, "effective_concurrency", effective_concurrency)
                 pipe.expire(key, self.ttl_s)
+            if key_id and model:  # which models a key served: genfleet stats lists them
+                models = C.KEY_MODELS.format(key_id=key_id)
+                pipe.sadd(models, model)
+                pipe.expire(models, self.ttl_s)
             pipe.execute()
 
 

@@ -96,7 +96,7 @@ class LLMGateway:
                     continue
                 raise _located(e, ctx, attempts) from None
             else:
-                self._after_success(key, grant, result, ctx, waited)
+                self._after_success(key, grant, request.model, result, ctx, waited)
                 return result
             if delay > C.INLINE_WAIT_MAX_S:
                 raise RetryLater(
@@ -105,8 +105,9 @@ class LLMGateway:
             time.sleep(delay)
 
     def _after_success(
-        self, key: ApiKey, grant: Grant, result: ChatResult, ctx: CallContext, waited: float
-    ) -> None:
+        self, key: ApiKey, grant: Grant, model: str, result: ChatResult, ctx: CallContext,
+        waited: float,
+    ) -> None:  # fmt: skip
         self._release(grant, actual_tokens=result.tokens_in + result.tokens_out, ok=True)
         result.key_id = key.key_id
         result.limiter_wait_s = round(waited, 4)
@@ -114,7 +115,7 @@ class LLMGateway:
         self.stats.add(
             ctx.job_id, key.key_id, calls=1, ok=1, tokens_in=result.tokens_in,
             tokens_out=result.tokens_out, wait_s=waited,
-            effective_concurrency=grant.effective_concurrency,
+            effective_concurrency=grant.effective_concurrency, model=model,
         )  # fmt: skip
 
     def _after_transient(

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from genfleet import constants as C
-from genfleet.outage import through_outage
 from genfleet.errors import InvalidOutputError, LLMError, StepSkipped
+from genfleet.outage import through_outage
 from genfleet.records import JobRecord, StepResult
 from genfleet.store import JobStore
 from workers.gateway import CallContext, ChatResult, RetryLater
