@@ -8,10 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 import redis
@@ -28,7 +26,7 @@ from producer.cli_ops import register as register_ops_commands
 from producer.cli_pipelines import register as register_pipeline_commands
 from producer.control import cancel as cancel_job
 from producer.inputs import read_text_file
-from producer.processes import celery_worker_command
+from producer.processes import celery_worker_command, run_foreground
 
 EXIT_USER_ERROR = 2
 MAX_OUTLINE_BYTES = 4 * C.MAX_OUTLINE_CHARS  # UTF-8 takes at most 4 bytes a character
@@ -84,25 +82,7 @@ def worker_llm(concurrency: int | None, pool: str, name: str, loglevel: str) -> 
         concurrency=concurrency or settings.llm_max_concurrent,
         pool=pool, name=name, loglevel=loglevel,
     )  # fmt: skip
-    sys.exit(_run_foreground(args))
-
-
-def _run_foreground(args: list[str]) -> int:
-    """Run a child in the foreground, passing SIGTERM on; stop owned Redis after it."""
-    proc = subprocess.Popen(args)
-
-    def forward(signum: int, _frame: Any) -> None:
-        proc.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    try:
-        while True:
-            try:
-                return proc.wait()
-            except KeyboardInterrupt:
-                continue  # the child got the same SIGINT and shuts down warm
-    finally:
-        stop_owned_redis()
+    sys.exit(run_foreground(args))
 
 
 @cli.group()

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 from typing import Any
@@ -21,6 +20,7 @@ from genfleet.connection import stop_owned_redis, use_redis
 from genfleet.errors import InputError, SettingsError
 from genfleet.settings import load_settings
 from producer.clusterstats import ClusterStats
+from producer.processes import run_foreground
 
 FLOWER_AUTH_ENV = "FLOWER_BASIC_AUTH"  # read by Flower itself: kept off the command line
 
@@ -104,20 +104,6 @@ def flower_command(port: int, address: str, extra: tuple[str, ...]) -> list[str]
         sys.executable, "-m", "celery", "-A", "workers", "flower",
         f"--port={port}", f"--address={address}", *extra,
     ]  # fmt: skip
-
-
-def run_foreground(args: list[str]) -> int:
-    """Run a child in the foreground, passing SIGTERM on; stop owned Redis after it."""
-    proc = subprocess.Popen(args)
-    signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
-    try:
-        while True:
-            try:
-                return proc.wait()
-            except KeyboardInterrupt:
-                continue  # the child got the same SIGINT and stops by itself
-    finally:
-        stop_owned_redis()
 
 
 @click.command("flower", context_settings={"ignore_unknown_options": True})

@@ -122,3 +122,23 @@ def start_worker(
     finally:
         ready.unlink(missing_ok=True)
     return child
+
+
+def run_foreground(args: list[str]) -> int:
+    """Run a child in the foreground, passing SIGTERM on; stop owned Redis after it.
+
+    A terminal's Ctrl-C reaches the child too (same process group), which shuts down
+    by itself; this process waits for it.
+    """
+    from genfleet.connection import stop_owned_redis
+
+    proc = subprocess.Popen(args)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        stop_owned_redis()

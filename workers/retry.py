@@ -50,21 +50,28 @@ def classify(exc: Exception, *, provider: str, model: str) -> LLMError:
     if isinstance(exc, openai.APIConnectionError):
         return TransientLLMError("cannot connect to the provider", provider=provider, model=model)
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
         retry_after = parse_retry_after(exc.response.headers)
-        message = _short_message(exc)
-        if status == 429:
-            return RateLimitedError(
-                message, status=status, retry_after_s=retry_after, provider=provider, model=model
-            )
-        if status in TRANSIENT_STATUSES or status >= 500:
-            return TransientLLMError(
-                message, status=status, retry_after_s=retry_after, provider=provider, model=model
-            )
-        return PermanentLLMError(message, status=status, provider=provider, model=model)
+        return error_for_status(
+            exc.status_code, _short_message(exc), retry_after, provider=provider, model=model
+        )
     return PermanentLLMError(
         f"unexpected error: {exc.__class__.__name__}", provider=provider, model=model
     )
+
+
+def error_for_status(
+    status: int, message: str, retry_after: float | None, *, provider: str, model: str
+) -> LLMError:
+    """The error class of an HTTP status: 429, other transient, or permanent."""
+    if status == 429:
+        return RateLimitedError(
+            message, status=status, retry_after_s=retry_after, provider=provider, model=model
+        )
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return TransientLLMError(
+            message, status=status, retry_after_s=retry_after, provider=provider, model=model
+        )
+    return PermanentLLMError(message, status=status, provider=provider, model=model)
 
 
 def _short_message(exc: openai.APIStatusError) -> str:

@@ -36,7 +36,7 @@ from workers.images.base import ContentPolicyError, ImageRequest
 from workers.images.constants import DEFAULT_API_IMAGE_MODEL
 from workers.keypool import ApiKey, keys_from_settings, lease_seconds
 from workers.limiter import ClusterLimiter, Denied, Limits, Scope
-from workers.retry import TRANSIENT_STATUSES, parse_retry_after
+from workers.retry import error_for_status, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -116,15 +116,7 @@ def status_error(
     if status == 400 and detail.get("code") == MODERATION_CODE:
         return ContentPolicyError(message, status=status, provider=provider, model=model)
     retry_after = parse_retry_after(headers)
-    if status == 429:
-        return RateLimitedError(
-            message, status=status, retry_after_s=retry_after, provider=provider, model=model
-        )
-    if status in TRANSIENT_STATUSES or status >= 500:
-        return TransientLLMError(
-            message, status=status, retry_after_s=retry_after, provider=provider, model=model
-        )
-    return PermanentLLMError(message, status=status, provider=provider, model=model)
+    return error_for_status(status, message, retry_after, provider=provider, model=model)
 
 
 def decode_image(data: bytes | str, *, provider: str, model: str) -> Image.Image:
