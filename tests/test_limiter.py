@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -398,3 +401,34 @@ def test_processes_share_the_rpm_pacing(rdb: redis.Redis, redis_url: str, rpm: i
     # this host's clock); the span is measured around the calls, so it only grows.
     span = max(after for _, after in grants) - min(before for before, _ in grants)
     assert burst <= len(grants) <= min(rpm, burst + math.floor(span / interval) + 1)
+
+
+def _hold_forever(url: str, limits: Limits, ready: Any) -> None:
+    limiter = ClusterLimiter(redis.Redis.from_url(url))
+    assert isinstance(limiter.try_acquire(SCOPE, limits, 1), Grant)
+    ready.set()
+    time.sleep(600)  # killed long before this
+
+
+def test_a_killed_workers_lease_expires(rdb: redis.Redis, redis_url: str) -> None:
+    """A process holding the only slot is SIGKILLed: the slot frees itself after lease_s."""
+    limits = Limits(max_concurrent=1, lease_s=1.5)
+    ctx = _mp_context()
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_forever, args=(redis_url, limits, ready))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        os.kill(holder.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        holder.join(5)
+        killed_at = time.monotonic()
+        limiter = ClusterLimiter(rdb)
+        denied = limiter.try_acquire(SCOPE, limits, 1)
+        assert isinstance(denied, Denied) and denied.reason == "concurrency"
+        granted = limiter.acquire(SCOPE, limits, 1, max_wait_s=5.0)
+        assert isinstance(granted, Grant)
+        assert time.monotonic() - killed_at < 3.0  # freed by expiry, not held forever
+    finally:
+        if holder.is_alive():
+            holder.kill()
+            holder.join()

@@ -59,9 +59,10 @@ def test_invalid_answer_is_reasked_then_kept_raw(sim, workers: Workers) -> None:
         garbage_patterns={
             "Describe this persona's social network": "invalid*1",
             "Describe this persona's visual profile": "truncated",
+            "List what makes this persona feel like a real person": "empty",
         }
     )
-    workers.start(concurrency=8)
+    worker = workers.start(concurrency=8)
     handle = submit_persona(FACE)
     view = handle.wait(timeout=90, progress=False)
     assert view.status == C.STATUS_PARTIAL
@@ -72,8 +73,13 @@ def test_invalid_answer_is_reasked_then_kept_raw(sim, workers: Workers) -> None:
     assert not visual["ok"] and visual["error_type"] == "InvalidOutputError"
     assert visual["attempts"] == 3  # the answer and two re-asks
     assert visual["raw"] and visual["raw"].startswith("{")  # the truncated JSON, kept
+    empty = steps["p1.authenticity"]
+    assert not empty["ok"] and empty["raw"] is None and "empty" in empty["error"]
     merged = steps["p1.merge"]["output"]["persona"]
-    assert merged["missing_stages"] == ["visual"]
+    assert merged["missing_stages"] == ["authenticity", "visual"]
+    assert worker.proc is not None and worker.proc.poll() is None  # the worker never crashed
+    sim.configure(garbage_patterns={})
+    assert submit_persona(FACE).wait(timeout=90, progress=False).status == C.STATUS_SUCCEEDED
 
 
 def test_tweets_are_all_in_flight_at_once(sim, workers: Workers) -> None:
