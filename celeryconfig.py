@@ -3,6 +3,7 @@
 Broker and result backend are the same Redis: ``REDIS_URL``, or the embedded server
 that ``genfleet`` started under ``GENFLEET_HOME`` (see ``genfleet.connection``).
 Only JSON is accepted: a pickle payload on a queue is refused, never deserialized.
+A ``rediss://`` URL is TLS with the server's certificate verified (``REDIS_CA_CERTS``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from kombu import Queue
 
 from genfleet import constants as C
 from genfleet.celery_backend import backend_url
+from genfleet.connection import redis_ssl_options
 from genfleet.embedded import EmbeddedRedis
 from genfleet.settings import load_settings
 
@@ -23,10 +25,18 @@ _url = (
 
 broker_url = _url
 result_backend = backend_url(_url)  # Redis, without per-task result subscriptions
+# rediss://: verify the server's certificate (REDIS_CA_CERTS, else the system's CAs);
+# without these kombu would connect with CERT_NONE.
+broker_use_ssl = redis_ssl_options(_url, _settings)
+redis_backend_use_ssl = broker_use_ssl
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # keep reconnecting after a Redis restart
 broker_transport_options = {
     "visibility_timeout": _settings.broker_visibility_timeout_s,
+    # Look for messages of lost workers every few seconds (kombu's default sweep is
+    # about 100 s apart, whatever the visibility timeout).
+    "unacked_restore_interval": max(1, min(10, _settings.broker_visibility_timeout_s // 5)),
+    "unacked_restore_throttle": 1,
     "socket_keepalive": True,
     "health_check_interval": 10,
 }
@@ -42,6 +52,10 @@ task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
+
+# A hand-made message of the wrong shape is discarded with a log line instead of
+# stopping the worker (see workers/consumer.py).
+worker_consumer = "workers.consumer:SafeConsumer"
 
 task_acks_late = True
 task_reject_on_worker_lost = True

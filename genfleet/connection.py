@@ -8,36 +8,52 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import logging
 import os
-import time
-from collections.abc import Callable
-from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
-from genfleet import constants as C
 from genfleet.embedded import EmbeddedRedis
-from genfleet.errors import RedisUnavailableError
-from genfleet.settings import Settings
+from genfleet.errors import RedisUnavailableError, SettingsError
+from genfleet.settings import Settings, load_settings
 
-logger = logging.getLogger(__name__)
-T = TypeVar("T")
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 _owned: list[EmbeddedRedis] = []
 
 
 def sanitize_url(url: str) -> str:
-    """The URL with any password replaced, safe for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with any password replaced, safe for logs and messages.
+
+    Robust to passwords that were not percent-encoded (``/``, ``#``, ``?`` or ``@``
+    in them): everything between ``://`` and the last ``@`` after the user name is
+    masked, even where a URL parser would read the password as a path.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not colon:
+        return url  # a user name alone, no password
+    if "/" in user or "?" in user or "#" in user:
+        user = ""  # the "user" was part of an unencoded password
+    return f"{scheme}://{user}:***@{host}"
+
+
+def redis_ssl_options(url: str, settings: Settings) -> dict[str, Any] | None:
+    """TLS options for a ``rediss://`` URL (``None`` for plain ``redis://``).
+
+    The server's certificate is always verified (``CERT_REQUIRED``), against
+    ``REDIS_CA_CERTS`` when set, else the system's CAs. The same dict serves Celery's
+    ``broker_use_ssl`` and ``redis_backend_use_ssl`` and genfleet's own clients.
+    """
+    if urlsplit(url).scheme != "rediss":
+        return None
+    ca = settings.redis_ca_certs
+    if ca is not None and not ca.is_file():
+        raise SettingsError(f"REDIS_CA_CERTS={ca} is invalid: no such file")
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": str(ca) if ca else None}
 
 
 def resolve_redis_url(settings: Settings, *, start: bool = True) -> str:
@@ -73,35 +89,39 @@ def stop_owned_redis() -> None:
         _owned.pop().stop()
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A decoded-strings client; raises ``RedisUnavailableError`` if it cannot connect."""
-    client = redis.Redis.from_url(
-        url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
-    )
+def redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
+    """A decoded-strings client; raises ``RedisUnavailableError`` if it cannot connect.
+
+    A ``rediss://`` URL gets ``redis_ssl_options`` of ``settings`` (default: read
+    from the environment).
+    """
+    tls = redis_ssl_options(url, settings or load_settings()) if url.startswith("rediss:") else None
+    try:
+        client = redis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30,
+            **(tls or {}),
+        )  # fmt: skip
+    except ValueError:  # its message may quote a piece of the password: not shown
+        raise SettingsError(
+            f"REDIS_URL={sanitize_url(url)} is invalid: give redis://[:PASSWORD@]HOST:PORT/DB "
+            "(or rediss://, unix://), special characters in the password percent-encoded"
+        ) from None
     try:
         client.ping()
     except (redis.RedisError, OSError) as e:
         with contextlib.suppress(Exception):
             client.close()
-        raise RedisUnavailableError(
-            f"cannot reach Redis at {sanitize_url(url)}: {e.__class__.__name__}"
-        ) from None
+        raise RedisUnavailableError(_unreachable(url, e)) from None
     return client
 
 
-def through_outage(run: Callable[[], T], what: str) -> T:
-    """Run ``run`` again until Redis answers (a restart), for ``REDIS_OUTAGE_MAX_WAIT_S``.
-
-    Only for idempotent work; ``what`` says in the log what is waiting.
-    """
-    deadline = time.monotonic() + C.REDIS_OUTAGE_MAX_WAIT_S
-    delay = 0.5
-    while True:
-        try:
-            return run()
-        except REDIS_DOWN:
-            if time.monotonic() > deadline:
-                raise
-            logger.warning("%s: Redis unreachable; trying again in %.1fs", what, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+def _unreachable(url: str, error: Exception) -> str:
+    where = sanitize_url(url)
+    if isinstance(error, redis.AuthenticationError):
+        return f"Redis at {where} refused the credentials: check the password in REDIS_URL"
+    if "CERTIFICATE_VERIFY_FAILED" in str(error):
+        return (
+            f"cannot reach Redis at {where}: its TLS certificate is not trusted; "
+            "set REDIS_CA_CERTS to the CA file that signed it"
+        )
+    return f"cannot reach Redis at {where}: {error.__class__.__name__}"

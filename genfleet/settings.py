@@ -7,6 +7,7 @@ allowed range, e.g. ``LLM_MAX_RETRIES=9 is invalid: allowed 0-5``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,9 @@ class Settings(BaseSettings):
     )
 
     redis_url: str | None = Field(default=None, description="Redis for broker and results")
+    # CA bundle that signs the server's certificate for rediss:// URLs (default: the
+    # system's CAs). Certificates are always verified.
+    redis_ca_certs: Path | None = None
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_api_keys: SecretStr | None = None  # comma-separated pool of keys
@@ -83,18 +87,25 @@ class Settings(BaseSettings):
         return self.llm_review_model or self.llm_model
 
 
+_SHOWN_MAX_CHARS = 60
+
+
 def _allowed(field_name: str) -> str:
     info = Settings.model_fields.get(field_name)
     if info is None:
         return ""
-    low = high = None
+    low: object = None
+    high: object = None
+    low_open = False
     for item in info.metadata:
-        if isinstance(item, annotated_types.Ge | annotated_types.Gt):
-            low = getattr(item, "ge", getattr(item, "gt", None))
+        if isinstance(item, annotated_types.Ge):
+            low = item.ge
+        if isinstance(item, annotated_types.Gt):
+            low, low_open = item.gt, True
         if isinstance(item, annotated_types.Le | annotated_types.Lt):
             high = getattr(item, "le", getattr(item, "lt", None))
     if low is not None and high is not None:
-        return f"allowed {low}-{high}"
+        return f"allowed above {low} up to {high}" if low_open else f"allowed {low}-{high}"
     if info.annotation is bool:
         return "allowed true or false"
     if field_name == "log_level":
@@ -106,14 +117,49 @@ def _allowed(field_name: str) -> str:
     return ""
 
 
+def _variable(field: str, value: object) -> str:
+    """The environment variable the bad value came from (an alias such as
+    ``MAX_CONCURRENT`` included), else the field's own name in capitals."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    names = [field.upper()]
+    if isinstance(alias, AliasChoices):
+        names += [str(choice).upper() for choice in alias.choices]
+    environ = {k.upper(): v for k, v in os.environ.items()}
+    for name in dict.fromkeys(names):
+        if name in environ and environ[name] == value:
+            return name
+    return field.upper()
+
+
+def _shown(value: object) -> str:
+    """A value as one short line: control characters escaped, long values cut."""
+    text = str(value)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(text) > _SHOWN_MAX_CHARS:
+        text = text[:_SHOWN_MAX_CHARS] + f"... ({len(str(value))} characters)"
+    return text
+
+
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     field = str(first["loc"][0]) if first["loc"] else "?"
-    variable = field.upper()
-    shown = "(hidden)" if field in _SECRET_FIELDS else str(first.get("input"))
-    allowed = _allowed(field)
-    reason = allowed or first["msg"]
+    info_name = field if field in Settings.model_fields else _field_of_alias(field)
+    value = first.get("input")
+    variable = _variable(info_name, value) if info_name else field.upper()
+    shown = "(hidden)" if info_name in _SECRET_FIELDS else _shown(value)
+    reason = _allowed(info_name) or _shown(first["msg"])
     return f"{variable}={shown} is invalid: {reason}"
+
+
+def _field_of_alias(name: str) -> str:
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and name.lower() in (
+            str(c).lower() for c in alias.choices
+        ):
+            return field
+    return name.lower() if name.lower() in Settings.model_fields else ""
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from celery import Celery
 
 from genfleet.celery_backend import backend_url
-from genfleet.connection import redis_client, use_redis
+from genfleet.connection import redis_client, redis_ssl_options, use_redis
 from genfleet.settings import Settings, load_settings
 from genfleet.store import JobStore
 
@@ -36,7 +36,8 @@ def connect(settings: Settings | None = None) -> Client:
     chosen = settings or load_settings()
     url = use_redis(chosen)
     if url not in _connections:
-        _connections[url] = (JobStore(redis_client(url), chosen.result_ttl_s), _celery_app(url))
+        store = JobStore(redis_client(url, chosen), chosen.result_ttl_s)
+        _connections[url] = (store, _celery_app(url, chosen))
     store, app = _connections[url]
     client = Client(settings=chosen, store=store, app=app)
     if settings is None:
@@ -44,11 +45,15 @@ def connect(settings: Settings | None = None) -> Client:
     return client
 
 
-def _celery_app(url: str) -> Celery:
+def _celery_app(url: str, settings: Settings) -> Celery:
     """The producer's own Celery app for one Redis: sends tasks by name, never runs them."""
     app = Celery("genfleet-producer", set_as_current=False)
     app.config_from_object("celeryconfig")
-    app.conf.update(broker_url=url, result_backend=backend_url(url))
+    tls = redis_ssl_options(url, settings)
+    app.conf.update(
+        broker_url=url, result_backend=backend_url(url),
+        broker_use_ssl=tls, redis_backend_use_ssl=tls,
+    )  # fmt: skip
     return app
 
 

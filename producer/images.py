@@ -21,6 +21,7 @@ from genfleet.records import JobRecord
 from genfleet.settings import Settings, load_settings
 from producer.canvas import job_canvas
 from producer.client import connect
+from producer.inputs import read_text_file
 from producer.jobs import JobHandle, enqueue, make_record
 from workers.images.constants import KIND_IMAGES, MAX_PROMPT_CHARS, MAX_PROMPTS, TASK_IMAGE_GENERATE
 from workers.images.diffusers_backend import check_model_dir
@@ -125,20 +126,15 @@ def submit_images(
 def read_prompts_file(path: Path) -> list[str]:
     """Prompts from a file: a JSON list of texts, or one prompt per line (blank
     lines ignored). Checks only the file; ``check_prompts`` checks the prompts."""
-    try:
-        if path.stat().st_size > MAX_PROMPTS_FILE_BYTES:
-            raise InputError(f"{path}: larger than {MAX_PROMPTS_FILE_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read it as UTF-8 text ({e.__class__.__name__})") from None
+    text = read_text_file(path, MAX_PROMPTS_FILE_BYTES)
     if not text.lstrip().startswith("["):
         return [line.strip() for line in text.splitlines() if line.strip()]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply") from None
     if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
         raise InputError(f"{path}: a JSON prompts file must be a list of texts")
     return data

@@ -10,7 +10,9 @@ import base64
 import datetime as dt
 import glob
 import hashlib
+import io
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 MAX_JSON_FILE_BYTES = 2 * 1024 * 1024
 MAX_TOPIC_CHARS = 200
 MAX_TOPICS = 1000
+MAX_TOPICS_FILE_BYTES = 2 * 1024 * 1024
+_CONTROL = frozenset({"Cc", "Zl", "Zp"})  # controls, line and paragraph separators
 
 
 def one_line(error: ValidationError, source: str) -> str:
@@ -31,8 +35,13 @@ def one_line(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "value"
     shown = first.get("input")
-    value = f" (got {shown!r})" if isinstance(shown, int | float | str) else ""
-    return f"{source}: {where}: {first['msg']}{value}"
+    value = f" (got {_short_repr(shown)})" if isinstance(shown, int | float | str) else ""
+    return f"{source}: {where}: {first['msg'].removeprefix('Value error, ')}{value}"
+
+
+def _short_repr(value: object, max_chars: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= max_chars else f"{text[:max_chars]}... ({len(text)} characters)"
 
 
 def expand_glob(pattern: str, what: str) -> list[Path]:
@@ -44,40 +53,55 @@ def expand_glob(pattern: str, what: str) -> list[Path]:
     return files
 
 
-def read_json_file(path: Path) -> Any:
+def read_limited(path: Path, max_bytes: int, what: str = "file") -> bytes:
+    """A file's bytes, reading at most ``max_bytes + 1``: a huge file, a device such
+    as ``/dev/zero`` or an endless pipe is refused, never read whole."""
     try:
-        if path.stat().st_size > MAX_JSON_FILE_BYTES:
-            raise InputError(f"{path}: larger than {MAX_JSON_FILE_BYTES} bytes")
-        return json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            data = f.read(max_bytes + 1)
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read it ({e.__class__.__name__})") from None
+        raise InputError(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror or e.__class__.__name__})") from None
+    if len(data) > max_bytes:
+        raise InputError(f"{path}: larger than the {max_bytes}-byte cap")
+    return data
+
+
+def read_text_file(path: Path, max_bytes: int, what: str = "file") -> str:
+    """A UTF-8 text file of at most ``max_bytes``."""
+    try:
+        return read_limited(path, max_bytes, what).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: cannot read it as UTF-8 text") from None
+
+
+def read_json_file(path: Path) -> Any:
+    text = read_text_file(path, MAX_JSON_FILE_BYTES)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply") from None
 
 
 def read_image(path: Path) -> tuple[str, dict[str, Any]]:
     """A checked image as a data URL, and its metadata (name, mime, bytes, sha256)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such image file") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read it ({e.strerror})") from None
-    if len(data) > MAX_IMAGE_BYTES:
-        raise InputError(f"{path}: {len(data)} bytes, over the {MAX_IMAGE_BYTES}-byte cap")
-    mime = _image_mime(path)
+    data = read_limited(path, MAX_IMAGE_BYTES, "image file")
+    mime = _image_mime(path, data)
     meta = {"name": path.name, "mime": mime, "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
     return f"data:{mime};base64,{base64.b64encode(data).decode()}", meta
 
 
-def _image_mime(path: Path) -> str:
+def _image_mime(path: Path, data: bytes) -> str:
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             fmt = image.format or ""
             image.verify()
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: too many pixels for an image (a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise InputError(f"{path}: not a readable PNG, JPEG or WebP image") from None
     if fmt not in IMAGE_FORMATS:
@@ -131,16 +155,16 @@ def read_calendar(path: Path) -> dict[str, dict[str, Any]]:
 
 def read_topics(path: Path) -> list[str]:
     """One topic per line; blank lines and lines starting with # are ignored."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such topics file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read it ({e.__class__.__name__})") from None
+    lines = read_text_file(path, MAX_TOPICS_FILE_BYTES, "topics file").splitlines()
     topics = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     if not topics:
         raise InputError(f"{path}: the topic list is empty")
     return check_topics(topics, str(path))
+
+
+def has_control_chars(text: str) -> bool:
+    """True if ``text`` holds a line break or another control character (tab aside)."""
+    return any(c != "\t" and unicodedata.category(c) in _CONTROL for c in text)
 
 
 def check_topics(topics: list[str], source: str = "topics") -> list[str]:
@@ -149,8 +173,12 @@ def check_topics(topics: list[str], source: str = "topics") -> list[str]:
     if len(topics) > MAX_TOPICS:
         raise InputError(f"{source}: {len(topics)} topics, allowed at most {MAX_TOPICS}")
     for n, topic in enumerate(topics, 1):
-        if not isinstance(topic, str) or not topic.strip():
+        if not isinstance(topic, str):
+            raise InputError(f"{source}: topic {n} is a {type(topic).__name__}, not a text")
+        if not topic.strip():
             raise InputError(f"{source}: topic {n} is empty")
+        if has_control_chars(topic):
+            raise InputError(f"{source}: topic {n} has a line break or control character")
         if len(topic) > MAX_TOPIC_CHARS:
             raise InputError(
                 f"{source}: topic {n} has {len(topic)} characters, allowed {MAX_TOPIC_CHARS}"

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from genfleet import constants as C
 from genfleet.errors import InputError
@@ -22,6 +22,7 @@ from producer.client import connect
 from producer.inputs import (
     CalendarFile,
     check_topics,
+    has_control_chars,
     one_line,
     read_calendar,
     read_image,
@@ -159,6 +160,8 @@ def submit_tweets(
 class BatchSpec(BaseModel):
     """A batch-items job (seed 003); the limits are the seed's."""
 
+    model_config = ConfigDict(strict=True)  # 2.0, "2" or True are not a count
+
     kind: str
     lang: str = Field(min_length=1, max_length=20)
     levels: list[int] = Field(min_length=1, max_length=20)
@@ -172,6 +175,28 @@ class BatchSpec(BaseModel):
     review_model: str | None = Field(default=None, min_length=1, max_length=200)
     max_tokens_per_item: int = Field(default=300, ge=16, le=4000)
     cache: bool | None = None
+
+    @field_validator("lang")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip() or has_control_chars(value):
+            raise ValueError("give a language such as ja, without control characters")
+        return value
+
+    @field_validator("model", "review_model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        if value is not None and any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("a model name has no spaces or control characters")
+        return value
+
+    @field_validator("levels")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        twice = sorted({level for level in value if value.count(level) > 1})
+        if twice:
+            raise ValueError(f"level {twice[0]} is given twice")
+        return value
 
 
 def submit_batch(
@@ -197,15 +222,16 @@ def submit_batch(
     calls. ``model`` defaults to ``LLM_DRAFT_MODEL``; with ``review`` every call's
     items are then reviewed by ``review_model`` (default ``LLM_REVIEW_MODEL``).
     """
-    if kind not in items.ITEM_KINDS:
+    if not isinstance(kind, str) or kind not in items.ITEM_KINDS:
         raise InputError(f"kind={kind!r} is unknown: allowed {', '.join(sorted(items.ITEM_KINDS))}")
+    level_list, topic_list = _as_list("levels", levels), _as_list("topics", topics)
     client = connect(settings)
     s = client.settings
     try:
         spec = BatchSpec(
-            kind=kind, lang=lang, levels=list(levels), topics=list(topics), per_combo=per_combo,
+            kind=kind, lang=lang, levels=level_list, topics=topic_list, per_combo=per_combo,
             batch_size=batch_size, concurrency=concurrency, retries=retries,
-            throttle_ms=throttle_ms, model=model or s.draft_model,
+            throttle_ms=throttle_ms, model=s.draft_model if model is None else model,
             review_model=(review_model or s.review_model) if review else None,
         )  # fmt: skip
     except ValidationError as e:
@@ -218,6 +244,14 @@ def submit_batch(
         step_ids = [sid for draft in step_ids for sid in (draft, draft + items.REVIEW_SUFFIX)]
     record = make_record(C.KIND_BATCH, spec.model_dump(), step_ids)
     return enqueue(client, record, job_canvas(client.app, record))
+
+
+def _as_list(name: str, value: object) -> list[Any]:
+    """A list or tuple argument as a list; a text (whose characters would each become
+    an entry), a set or anything else is refused."""
+    if not isinstance(value, list | tuple):
+        raise InputError(f"{name} must be a list, not {type(value).__name__}")
+    return list(value)
 
 
 def personas_of_job(job_id: str, *, settings: Settings | None = None) -> list[dict[str, Any]]:
