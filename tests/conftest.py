@@ -129,5 +129,14 @@ def workers(env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
         w.stop_all()
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process (of ours) still exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def genfleet_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "producer.cli", *args]

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import redis
 
 from genfleet.embedded import EmbeddedRedis
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from tests.conftest import pid_alive
 
 
 def test_start_reuse_persist_and_stop(tmp_path: Path) -> None:
@@ -33,10 +25,10 @@ def test_start_reuse_persist_and_stop(tmp_path: Path) -> None:
     assert second.start() == url
     assert not second.owned  # attached, not started
     second.stop()
-    assert _alive(pid)
+    assert pid_alive(pid)
 
     first.stop()
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     assert not (tmp_path / "redis" / "redis.json").exists()
     client.close()
 

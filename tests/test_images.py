@@ -21,7 +21,7 @@ from PIL import Image
 from genfleet import constants as C
 from genfleet.errors import SettingsError
 from producer.images import read_prompts_file, submit_images
-from tests.conftest import Workers, genfleet_cmd
+from tests.conftest import Workers, genfleet_cmd, pid_alive
 from workers.images.base import ImageRequest
 from workers.images.gpus import detect_gpus, worker_queues
 from workers.images.simplify import simplify_prompt
@@ -275,14 +275,6 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_worker_images_command_serves_its_gpu_and_stops(env, tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     cli = subprocess.Popen(
@@ -304,10 +296,10 @@ def test_worker_images_command_serves_its_gpu_and_stops(env, tmp_path: Path) -> 
         assert all(r["worker"].startswith("gpu1@") for r in handle.results())
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=30) == 0
-        assert not any(_alive(pid) for pid in children)
+        assert not any(pid_alive(pid) for pid in children)
     finally:
         for pid in [cli.pid, *children]:
-            if _alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         cli.wait()
 
