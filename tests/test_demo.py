@@ -1,0 +1,45 @@
+"""The README's first command: `genfleet demo` on a machine with no Redis configured."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ours(home: Path) -> list[str]:
+    """Processes whose command line mentions this test's home (redis --dir, workers' logs)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            text = " ".join(proc.info["cmdline"] or [])
+            env = proc.info["environ"] or {}
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if str(home) in text or env.get("GENFLEET_HOME") == str(home):
+            found.append(text)
+    return found
+
+
+def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("REDIS_", "OPENAI_", "LLM_", "WRITER_", "GENFLEET_"))}  # fmt: skip
+    env.update({"GENFLEET_HOME": str(home), "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-m", "producer.cli", "demo", "--latency-ms", "500"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "(embedded)" in out.stderr and "built-in simulator" in out.stderr
+    assert "succeeded" in out.stdout and "speed-up" in out.stdout
+    results = list((home / "outputs").glob("*/results.json"))
+    assert len(results) == 1 and '"status": "succeeded"' in results[0].read_text()
+    aof = [p.name for p in (home / "redis").iterdir() if p.name.startswith("appendonly")]
+    assert aof  # the append-only file: results survive a restart of Redis
+    assert _ours(home) == []  # Redis, simulator and worker were all stopped
