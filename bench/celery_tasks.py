@@ -42,8 +42,8 @@ def direct_call(self: Task, prompt: str, max_tokens: int) -> None:
     try:
         _client().chat.completions.create(
             model="bench",
-            messages=_messages(prompt),
-            max_tokens=max_tokens,  # type: ignore[arg-type]
+            messages=_messages(prompt),  # type: ignore[arg-type]
+            max_tokens=max_tokens,
         )
     except openai.RateLimitError as e:
         runtime.store().r.incr(SEEN_429_KEY)

@@ -14,18 +14,22 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import WorkerSpec, cluster  # noqa: E402
+from genfleet.records import JobView  # noqa: E402
+from producer.jobs import JobHandle  # noqa: E402
 from producer.pipelines import submit_batch, submit_persona, submit_tweets  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REPEAT = 2
 
 
-def _timed(submit) -> tuple[float, object]:  # type: ignore[no-untyped-def]
+def _timed(submit: Callable[[], JobHandle]) -> tuple[float, JobView]:
     started = time.perf_counter()
     view = submit().wait(progress=False)
     wall = time.perf_counter() - started
@@ -60,11 +64,12 @@ def batch_rows() -> list[dict[str, float]]:
     rows = []
     with cluster({"latency_ms": 300, "per_token_ms": 1.0}, [WorkerSpec("batch", 8)]):
         for batch_size in (1, 5):
-            wall, view = _timed(lambda b=batch_size: submit_batch(
-                "cloze", "ja", [3, 4], topics, per_combo=5, batch_size=b, concurrency=4,
-                retries=2,
+            wall, view = _timed(partial(
+                submit_batch, "cloze", "ja", [3, 4], topics, per_combo=5,
+                batch_size=batch_size, concurrency=4, retries=2,
             ))  # fmt: skip
-            figures = view.metrics.extra["items"]  # type: ignore[attr-defined]
+            assert view.metrics is not None
+            figures = view.metrics.extra["items"]
             rows.append({"batch_size": batch_size, "wall": wall, **figures})
     return rows
 

@@ -74,12 +74,16 @@ class Cluster:
         self.env = {**os.environ, **env, "REDIS_URL": self.url, "OPENAI_BASE_URL": sim.base_url,
                     "OPENAI_API_KEY": "bench-key-0001", "GENFLEET_HOME": str(home)}  # fmt: skip
         self.workers: list[ChildProcess] = []
-        for n in range(WORKERS):
-            self.workers.append(start_worker(
-                ["llm"], concurrency=threads, pool="threads", name=f"bench{n}", env=self.env,
-                log_path=home / f"worker{n}.log", loglevel="WARNING",
-                extra=["-I", "bench.celery_tasks", *worker_args],
-            ))  # fmt: skip
+        try:
+            for n in range(WORKERS):
+                self.workers.append(start_worker(
+                    ["llm"], concurrency=threads, pool="threads", name=f"bench{n}",
+                    env=self.env, log_path=home / f"worker{n}.log", loglevel="WARNING",
+                    extra=["-I", "bench.celery_tasks", *worker_args],
+                ))  # fmt: skip
+        except BaseException:
+            self.close()  # a worker that cannot start must not leave Redis running
+            raise
         # A fresh app per scenario: each scenario has its own Redis.
         self.app = Celery("genfleet-bench")
         self.app.config_from_object("celeryconfig")
