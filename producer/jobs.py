@@ -10,7 +10,6 @@ from typing import Any
 
 from celery.canvas import Signature
 
-from genfleet import constants as C
 from genfleet.errors import GenfleetError, RedisUnavailableError
 from genfleet.records import JobRecord, JobView
 from producer.client import Client
@@ -85,7 +84,3 @@ def make_record(kind: str, spec: dict[str, Any], step_ids: list[str], **kw: Any)
     return JobRecord(
         id=new_job_id(kind), kind=kind, spec=spec, step_ids=step_ids, created_at=time.time(), **kw
     )
-
-
-def is_terminal(status: str) -> bool:
-    return status in C.TERMINAL_STATUSES

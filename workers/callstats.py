@@ -8,6 +8,7 @@ from typing import Any
 import redis
 
 from genfleet import constants as C
+from genfleet.outage import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class CallStats:
     ) -> None:  # fmt: skip
         try:
             self._add(job_id, key_id, wait_s, effective_concurrency, model, counts)
-        except (redis.ConnectionError, redis.TimeoutError):
+        except REDIS_DOWN:
             # Counters are for people; a Redis restart must not fail a paid-for call.
             logger.warning("job %s: call counters lost in a Redis outage", job_id)
 

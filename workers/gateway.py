@@ -27,6 +27,7 @@ from genfleet.errors import (
     RateLimitedError,
     TransientLLMError,
 )
+from genfleet.outage import REDIS_DOWN
 from genfleet.settings import Settings
 from genfleet.tokens import estimate_messages_tokens
 from workers.cache import ResponseCache, cache_digest
@@ -157,7 +158,7 @@ class LLMGateway:
         """Give the lease back; in a Redis outage it expires by itself (``lease_s``)."""
         try:
             self.limiter.release(grant, **kw)
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+        except REDIS_DOWN as e:
             logger.warning("could not release limiter lease %s (%s); it will expire",
                            grant.lease_id, e.__class__.__name__)  # fmt: skip
 

@@ -5,20 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from celery import Task
 
-from genfleet.outage import through_outage
+from genfleet.outage import REDIS_DOWN, through_outage
 from workers import runtime
 from workers.gateway import CallContext, RetryLater
 from workers.steps import Work, execute_step
 
 logger = logging.getLogger(__name__)
 
-_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 STEP_OPTIONS: dict[str, Any] = {
     "bind": True,
-    "autoretry_for": _REDIS_ERRORS,  # Redis restarting: try again, the step is idempotent
+    "autoretry_for": REDIS_DOWN,  # Redis restarting: try again, the step is idempotent
     "retry_backoff": True,
     "retry_backoff_max": 30,
     "max_retries": 50,
