@@ -26,7 +26,7 @@ from producer.cli_ops import register as register_ops_commands
 from producer.cli_pipelines import register as register_pipeline_commands
 from producer.control import cancel as cancel_job
 from producer.inputs import read_text_file
-from producer.processes import celery_worker_command, run_foreground
+from producer.processes import celery_worker_command, run_foreground, unique_node_name
 
 EXIT_USER_ERROR = 2
 MAX_OUTLINE_BYTES = 4 * C.MAX_OUTLINE_CHARS  # UTF-8 takes at most 4 bytes a character
@@ -34,6 +34,7 @@ JOB_ID = click.argument("job_id")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="genfleet", prog_name="genfleet", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
 def cli(verbose: bool) -> None:
     """genfleet: a distributed content-generation farm on Celery and Redis."""
@@ -70,17 +71,18 @@ def worker() -> None:
 @click.option(
     "--pool", type=click.Choice(["threads", "prefork"]), default="threads", show_default=True
 )
-@click.option("--name", default="llm", show_default=True, help="Node name prefix (NAME@host).")
+@click.option("--name", default=None,
+              help="Node name: NAME@host, unique on the host [default: llm-PID].")  # fmt: skip
 @click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True)  # fmt: skip
-def worker_llm(concurrency: int | None, pool: str, name: str, loglevel: str) -> None:
+def worker_llm(concurrency: int | None, pool: str, name: str | None, loglevel: str) -> None:
     """Run an LLM worker on the 'llm' and 'control' queues."""
     settings = load_settings()
     use_redis(settings)
     args = celery_worker_command(
         ["llm", "control"],
         concurrency=concurrency or settings.llm_max_concurrent,
-        pool=pool, name=name, loglevel=loglevel,
+        pool=pool, name=name or unique_node_name("llm"), loglevel=loglevel,
     )  # fmt: skip
     sys.exit(run_foreground(args))
 

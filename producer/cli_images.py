@@ -3,7 +3,7 @@
 ``worker images`` runs one Celery worker process per GPU, in the foreground: worker
 N sees only GPU N (``CUDA_VISIBLE_DEVICES=N``, ``GENFLEET_GPU=N``), runs one picture
 at a time (pool ``solo``: the model loads once, in the process that uses it), is
-named ``gpuN@host`` and reads the queues ``images``, ``images.gpuN`` and ``control``.
+named ``gpuN-PID@host`` and reads the queues ``images``, ``images.gpuN`` and ``control``.
 Their output is shown line by line, prefixed with ``gpuN |``. Ctrl-C or SIGTERM
 stops them all (a warm shutdown: the picture being drawn is finished); a second
 Ctrl-C stops them at once.
@@ -28,7 +28,7 @@ from genfleet.errors import InputError
 from genfleet.settings import load_settings
 from producer import views
 from producer.images import read_prompts_file, submit_images
-from producer.processes import celery_worker_command
+from producer.processes import celery_worker_command, unique_node_name
 from workers.images.backends import check_backend_settings
 from workers.images.constants import ENV_CUDA_DEVICES, ENV_GPU
 from workers.images.gpus import detect_gpus, parse_gpu_list, worker_queues
@@ -41,7 +41,11 @@ _out_lock = threading.Lock()
 def image_worker_command(gpu: int, loglevel: str = "INFO") -> list[str]:
     """The Celery command line of GPU ``gpu``'s worker."""
     return celery_worker_command(
-        worker_queues(gpu), concurrency=1, pool="solo", name=f"gpu{gpu}", loglevel=loglevel
+        worker_queues(gpu),
+        concurrency=1,
+        pool="solo",
+        name=unique_node_name(f"gpu{gpu}"),
+        loglevel=loglevel,
     )
 
 

@@ -32,6 +32,12 @@ def celery_worker_command(
     ]  # fmt: skip
 
 
+def unique_node_name(prefix: str) -> str:
+    """``PREFIX-PID``: two workers started on one host never share a node name (Celery
+    would warn ``DuplicateNodenameWarning``, and inspect and stats would merge them)."""
+    return f"{prefix}-{os.getpid()}"
+
+
 class ChildProcess:
     """A subprocess stopped by PID when the context exits."""
 

@@ -9,8 +9,11 @@ redis-server started for the session.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,22 @@ from simulator.process import SimulatorProcess
 
 TEST_DB = 15
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# Every variable genfleet (or Flower) reads: the tests must pass whatever a user has set.
+SETTING_PREFIXES = (
+    "REDIS_", "OPENAI_", "LLM_", "WRITER_", "IMAGE_", "GENFLEET_", "RESULT_", "BROKER_",
+    "FLOWER_", "MAX_CONCURRENT", "LOG_LEVEL",
+)  # fmt: skip
+TEST_VARIABLES = ("GENFLEET_TEST_REDIS_URL", "GENFLEET_TEST_EMBEDDED")
+
+
+@pytest.fixture(autouse=True)
+def _no_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts from genfleet's defaults, not from the user's environment."""
+    for name in list(os.environ):
+        if name.upper().startswith(SETTING_PREFIXES) and name not in TEST_VARIABLES:
+            monkeypatch.delenv(name)
 
 
 def _local_redis_answers() -> bool:
@@ -127,6 +146,31 @@ def workers(env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
         yield w
     finally:
         w.stop_all()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_pids(pid: int) -> list[int]:
+    """The PIDs of a process's children."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, poll_s: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something true; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout:.0f}s")
+        time.sleep(poll_s)
 
 
 def pid_alive(pid: int) -> bool:

@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from genfleet.embedded import find_redis_server
 from producer.client import forget_default
 from producer.pipelines import submit_tweets
 from simulator.textgen import prompt_hash
-from tests.conftest import Workers
+from tests.conftest import Workers, free_port
 from workers.tweets import Tweet, tweet_messages
 
 pytestmark = pytest.mark.slow
@@ -99,16 +98,10 @@ def test_pool_child_killed_mid_job(sim, workers: Workers) -> None:
     assert worker.proc is not None and worker.proc.poll() is None  # the worker lives on
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def own_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
     """A Redis of this test's own (append-only), which the test may stop and restart."""
-    port = _free_port()
+    port = free_port()
     args = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir",
             str(tmp_path), "--appendonly", "yes", "--save", ""]  # fmt: skip
     state = {"url": f"redis://127.0.0.1:{port}/0", "args": args}

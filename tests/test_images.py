@@ -21,7 +21,7 @@ from PIL import Image
 from genfleet import constants as C
 from genfleet.errors import SettingsError
 from producer.images import read_prompts_file, submit_images
-from tests.conftest import Workers, genfleet_cmd, pid_alive
+from tests.conftest import Workers, child_pids, genfleet_cmd, pid_alive
 from workers.images.base import ImageRequest
 from workers.images.gpus import detect_gpus, worker_queues
 from workers.images.simplify import simplify_prompt
@@ -270,11 +270,6 @@ def test_worker_images_refuses_bad_gpus_and_settings(env, gpus, extra_env, needl
     assert "Traceback" not in out.stderr
 
 
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
 def test_worker_images_command_serves_its_gpu_and_stops(env, tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     cli = subprocess.Popen(
@@ -288,12 +283,12 @@ def test_worker_images_command_serves_its_gpu_and_stops(env, tmp_path: Path) -> 
         while not ready.exists() and time.monotonic() < deadline and cli.poll() is None:
             time.sleep(0.1)
         assert ready.exists(), "the GPU worker did not become ready"
-        children = _children(cli.pid)
+        children = child_pids(cli.pid)
         assert len(children) == 1
         handle = submit_images(PROMPTS[:2], gpu=1)
         assert handle.wait(timeout=60, progress=False).status == C.STATUS_SUCCEEDED
         assert all(r["output"]["gpu"] == 1 for r in handle.results())
-        assert all(r["worker"].startswith("gpu1@") for r in handle.results())
+        assert all(r["worker"].startswith(f"gpu1-{cli.pid}@") for r in handle.results())
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=30) == 0
         assert not any(pid_alive(pid) for pid in children)

@@ -20,17 +20,11 @@ from genfleet import constants as C
 from genfleet.records import JobView
 from producer import submit_chapter
 from simulator.process import SimulatorProcess
-from tests.conftest import Workers, genfleet_cmd
+from tests.conftest import Workers, child_pids, free_port, genfleet_cmd
 
 OUTLINE = "A lighthouse keeper trades letters with a passing ship."
 API_KEY = "test-key-0001"  # the env fixture's OPENAI_API_KEY
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run_job_with_429s(sim: SimulatorProcess, workers: Workers) -> JobView:
@@ -83,16 +77,6 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise AssertionError(f"{url} not answering after {timeout}s: {log.read_text(errors='replace')}")
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                out.append(int(stat.parent.name))
-    return out
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -141,7 +125,7 @@ def _scrape(port: int) -> dict[str, float]:
 
 def test_exporter_matches_the_simulators_counts(sim, workers: Workers, env, tmp_path) -> None:
     view = _run_job_with_429s(sim, workers)
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "metrics.log"
     with _genfleet(env, log, "metrics", "--port", str(port)) as proc:
         _wait_http(f"http://127.0.0.1:{port}/metrics", proc, log)
@@ -182,7 +166,7 @@ def test_flower_with_basic_auth_shows_tasks_without_the_key(
     sim, workers: Workers, env, tmp_path
 ) -> None:
     workers.start(concurrency=2)
-    port, auth = _free_port(), "ops:s3cret"
+    port, auth = free_port(), "ops:s3cret"
     root, log = f"http://127.0.0.1:{port}", tmp_path / "flower.log"
     with _genfleet({**env, "FLOWER_BASIC_AUTH": auth}, log, "flower", "--port", str(port)) as proc:
         _wait_http(root + "/healthcheck", proc, log)
@@ -190,22 +174,46 @@ def test_flower_with_basic_auth_shows_tasks_without_the_key(
         assert _get(root + "/")[0] == 401
         assert _get(root + "/metrics", auth)[0] == 200
         assert auth not in Path(f"/proc/{proc.pid}/cmdline").read_text()
-        (flower_pid,) = _children(proc.pid)
+        (flower_pid,) = child_pids(proc.pid)
         assert auth not in Path(f"/proc/{flower_pid}/cmdline").read_text()
-        handle = submit_chapter("flower", 1, OUTLINE, versions=2)
-        assert handle.wait(timeout=60, progress=False).status == "succeeded"
-        tasks = _version_tasks(root, auth, handle.id, ["v1", "v2"])
+        sim.configure(fail_patterns={"version 2 of 3": 400})
+        handle = submit_chapter("flower", 1, OUTLINE, versions=3)
+        assert handle.wait(timeout=60, progress=False).status == "partial"
+        tasks = _version_tasks(root, auth, handle.id, ["v1", "v2", "v3"])
         status, page = _get(f"{root}/task/{tasks['v1']['uuid']}", auth)
+        failed = json.loads(_get(root + "/api/tasks?state=FAILURE", auth)[1])
+        metrics = _get(root + "/metrics", auth)[1]
     assert proc.returncode is not None
     assert not _alive(flower_pid)
     assert status == 200 and handle.id in page and "v1" in page and API_KEY not in page
     assert API_KEY not in json.dumps(tasks)
+    # The failed version is FAILURE in Flower (with its error); its siblings SUCCESS.
+    assert {s: t["state"] for s, t in tasks.items()} == {
+        "v1": "SUCCESS", "v2": "FAILURE", "v3": "SUCCESS"
+    }  # fmt: skip
+    assert "400" in tasks["v2"]["exception"]
+    assert list(failed) == [tasks["v2"]["uuid"]]
+    assert _flower_count(metrics, "task-failed") == 1
+    assert _flower_count(metrics, "task-succeeded") == 2
+
+
+def _flower_count(metrics: str, event: str) -> float:
+    """Flower's own counter of ``event`` for chapter versions, summed over workers."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "flower_events_total"
+        and sample.labels.get("type") == event
+        and sample.labels.get("task") == "genfleet.llm.chapter_version"
+    )
 
 
 def _version_tasks(
     root: str, auth: str, job_id: str, steps: list[str], timeout: float = 20
 ) -> dict[str, dict]:
-    """Step id -> Flower's chapter_version task of that step (events arrive later)."""
+    """Step id -> Flower's chapter_version task of that step, once every step has
+    ended (events arrive later)."""
     deadline = time.monotonic() + timeout
     while True:
         status, body = _get(root + "/api/tasks", auth)
@@ -216,6 +224,7 @@ def _version_tasks(
             for step in steps
             if task.get("name") == "genfleet.llm.chapter_version"
             and f"('{job_id}', '{step}'," in str(task.get("args"))
+            and task.get("state") in ("SUCCESS", "FAILURE")
         }
         if len(found) == len(steps) or time.monotonic() > deadline:
             assert sorted(found) == steps, body

@@ -15,7 +15,6 @@ import contextlib
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from genfleet.errors import GenfleetError, RedisUnavailableError
 from producer import submit_chapter
 from producer.pipelines import submit_batch
 from producer.processes import start_worker
-from tests.conftest import ROOT, Workers, genfleet_cmd
+from tests.conftest import ROOT, Workers, free_port, genfleet_cmd
 
 API_KEYS = ("sk-live-AAAA1111secret", "sk-live-BBBB2222secret")
 OUTLINE = "A night ferry crosses a frozen bay."
@@ -143,17 +142,11 @@ def test_api_keys_never_reach_redis_logs_or_output(
 # ---------------------------------------------------------------- Redis AUTH and TLS
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RedisServer:
     """A redis-server child on a free loopback port, stopped by PID."""
 
     def __init__(self, binary: str, folder: Path, password: str, tls: dict[str, Path] | None):
-        self.port = _free_port()
+        self.port = free_port()
         self.folder = folder
         self.password = password
         self.tls = tls

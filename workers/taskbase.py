@@ -10,6 +10,7 @@ from celery import Task
 from genfleet.outage import REDIS_DOWN, through_outage
 from workers import runtime
 from workers.gateway import CallContext, RetryLater
+from workers.stepevents import step_reply
 from workers.steps import Work, execute_step
 
 logger = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ STEP_OPTIONS: dict[str, Any] = {
     "retry_backoff": True,
     "retry_backoff_max": 30,
     "max_retries": 50,
+    "Request": "workers.stepevents:StepRequest",  # a failed step is failed in Flower
 }
 MAX_ID_CHARS = 128
 
@@ -52,4 +54,6 @@ def run_step(
         logger.info("job %s step %s: re-scheduled in %.1fs", job_id, step_id, e.delay_s)
         carried = {"attempts_used": e.attempts, "rate_limited_used": e.rate_limited}
         raise task.retry(countdown=e.delay_s, kwargs=carried, max_retries=None) from e
-    return {"job_id": job_id, "step": step_id, "ok": None if result is None else result.ok}
+    if result is None:
+        return step_reply(job_id, step_id, None)
+    return step_reply(job_id, step_id, result.ok, f"{result.error_type}: {result.error}")
