@@ -31,6 +31,15 @@ unless noted):
 ``genfleet:models:{key_id}``
     set of the models a key was used with (for ``genfleet stats`` and the metrics
     exporter; no TTL: a handful of names per key).
+``genfleet:stats:cost:{key_id}``
+    hash model -> USD spent with this key (``{model}|unpriced``: calls of a model
+    without a price, whose cost is unknown).
+``genfleet:budget:job:{job_id}``, ``genfleet:budget:day:{YYYY-MM-DD}``
+    hashes of spending and reservations against a budget (see ``workers/budget.py``).
+``genfleet:lim:learned:{scope}``
+    hash of the limits learned from a provider's ``x-ratelimit-*`` headers.
+``genfleet:batch:*``
+    the Batch API's state: pending requests, live batches, answers (``workers/batch.py``).
 """
 
 from __future__ import annotations
@@ -66,6 +75,12 @@ KEY_DISABLED_KEYS = KEY_PREFIX + ":keys:disabled"  # hash key_id -> why (401/403
 KEY_STATS_JOB = KEY_PREFIX + ":stats:job:{job_id}"  # hash of LLM call counters of a job
 KEY_STATS_KEY = KEY_PREFIX + ":stats:key:{key_id}"  # hash of LLM call counters of a key
 KEY_MODELS = KEY_PREFIX + ":models:{key_id}"  # set of models a key was used with
+KEY_STATS_COST = KEY_PREFIX + ":stats:cost:{key_id}"  # hash model -> USD (workers.spend)
+KEY_BUDGET_JOB = KEY_PREFIX + ":budget:job:{job_id}"  # a job's spending (workers.budget)
+KEY_BUDGET_DAY = KEY_PREFIX + ":budget:day:{day}"  # the cluster's spending on a UTC day
+KEY_LEARNED = KEY_LIMITER_PREFIX + ":learned:{scope}"  # limits read from x-ratelimit-*
+BUDGET_TTL_S = 8 * 24 * 3600  # budget hashes outlive their last call by this
+LEARNED_TTL_S = 24 * 3600  # learned limits are forgotten a day after the last answer
 DISABLED_KEY_TTL_S = 3600  # a refused key is tried again after this
 
 # Job statuses (public: users' scripts compare against these strings)
@@ -76,6 +91,15 @@ STATUS_PARTIAL = "partial"
 STATUS_FAILED = "failed"
 STATUS_CANCELLED = "cancelled"
 TERMINAL_STATUSES = frozenset({STATUS_SUCCEEDED, STATUS_PARTIAL, STATUS_FAILED, STATUS_CANCELLED})
+
+# A step not called because its job's (or the day's) budget was reached: its
+# error_type, shown as its state by ``genfleet status``.
+STEP_BUDGET_EXCEEDED = "budget_exceeded"
+
+# How a job's LLM calls are made: one by one, or through the provider's Batch API.
+API_ONLINE = "online"
+API_BATCH = "batch"
+API_MODES = (API_ONLINE, API_BATCH)
 
 # Job kinds
 KIND_CHAPTER = "chapter"

@@ -88,3 +88,7 @@ class InvalidOutputError(LLMError):
     def __init__(self, message: str, *, raw: str = "", **kw: object) -> None:
         self.raw = raw
         super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class BudgetExceededError(PermanentLLMError):
+    """A call was not made: its job's budget (or the day's) would be passed."""

@@ -25,6 +25,7 @@ class StepResult(BaseModel):
     model: str = ""
     worker: str = ""
     cached: bool = False
+    cost_usd: float | None = None  # USD of the step's calls; None: unknown (no price)
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -58,6 +59,7 @@ class JobMetrics(BaseModel):
     tokens_out: int = 0
     attempts: int = 0
     cache_hits: int = 0
+    cost_usd: float | None = None  # USD; None when a call's model had no price
     extra: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import annotated_types
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
@@ -18,6 +18,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from genfleet.errors import SettingsError
 
 _SECRET_FIELDS = frozenset({"openai_api_key", "openai_api_keys"})
+AUTO = "auto"  # LLM_RPM_LIMIT / LLM_TPM_LIMIT: learn the limit from the provider's headers
+RpmLimit = Annotated[int, Field(ge=0, le=10_000_000)] | Literal["auto"]
+TpmLimit = Annotated[int, Field(ge=0, le=1_000_000_000)] | Literal["auto"]
+_RANGES = {  # fields whose type is a union: their allowed values, for the error line
+    "llm_rpm_limit": "allowed 0-10000000 or auto",
+    "llm_tpm_limit": "allowed 0-1000000000 or auto",
+}
 
 
 class Settings(BaseSettings):
@@ -47,8 +54,14 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=3, ge=0, le=5)
     llm_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     llm_max_tokens: int = Field(default=1024, ge=1, le=200_000)
-    llm_rpm_limit: int = Field(default=0, ge=0, le=10_000_000)
-    llm_tpm_limit: int = Field(default=0, ge=0, le=1_000_000_000)
+    llm_rpm_limit: RpmLimit = 0
+    llm_tpm_limit: TpmLimit = 0
+    genfleet_prices: Path | None = None  # a prices.toml overriding the built-in prices
+    llm_budget_usd_per_day: float = Field(default=0.0, ge=0, le=1_000_000_000)
+    llm_batch_poll_s: float = Field(default=30.0, ge=0.05, le=3600)
+    llm_batch_completion_window: str = Field(default="24h", pattern=r"^[1-9][0-9]{0,3}h$")
+    llm_batch_max_requests: int = Field(default=50_000, ge=1, le=50_000)
+    llm_batch_max_bytes: int = Field(default=200 * 1024**2, ge=1024, le=200 * 1024**2)
     llm_cache_ttl_s: int = Field(default=24 * 3600, ge=0, le=365 * 24 * 3600)
     writer_chapter_version_count: int = Field(default=2, ge=1, le=10)
     writer_parallel_generation: bool = True
@@ -94,6 +107,8 @@ def _allowed(field_name: str) -> str:
     info = Settings.model_fields.get(field_name)
     if info is None:
         return ""
+    if field_name in _RANGES:
+        return _RANGES[field_name]
     low: object = None
     high: object = None
     low_open = False
@@ -114,6 +129,8 @@ def _allowed(field_name: str) -> str:
         return "allowed placeholder, openai, async-task, diffusers"
     if field_name == "image_size":
         return "allowed WIDTHxHEIGHT, e.g. 512x512"
+    if field_name == "llm_batch_completion_window":
+        return "allowed hours such as 24h"
     return ""
 
 

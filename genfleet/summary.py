@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from genfleet import constants as C
+from genfleet.prices import format_usd
 from genfleet.records import JobMetrics, JobView, StepResult
 
 REVIEW_SUFFIX = ".review"  # a batch step's review (workers.items uses the same)
@@ -17,18 +18,53 @@ ALL_FAILED_HINT = (
 
 
 def final_status(view: JobView) -> str:
-    """``succeeded`` if every step is ok, ``failed`` if none is, else ``partial``."""
+    """``succeeded`` if every step is ok, ``failed`` if none is, else ``partial``.
+
+    A job stopped by its budget is ``partial``: it can go on with a higher one.
+    """
     ok = sum(1 for s in view.record.step_ids if s in view.ok)
     if ok == view.total:
         return C.STATUS_SUCCEEDED
-    return C.STATUS_FAILED if ok == 0 else C.STATUS_PARTIAL
+    if ok == 0 and not over_budget(view):
+        return C.STATUS_FAILED
+    return C.STATUS_PARTIAL
 
 
-def final_error(view: JobView) -> str | None:
+def over_budget(view: JobView) -> list[str]:
+    """The steps not called because a budget was reached."""
+    return [
+        r.step_id
+        for r in view.step_results()
+        if not r.ok and r.error_type == C.STEP_BUDGET_EXCEEDED
+    ]
+
+
+def job_cost(llm: dict[str, Any]) -> float | None:
+    """A job's cost from its call counters; None when a call's model had no price."""
+    if int(llm.get("unpriced_calls", 0)):
+        return None
+    return round(float(llm.get("cost_usd", 0.0)), 10)
+
+
+def budget_error(view: JobView, spent: float | None) -> str:
+    """What a job stopped by its budget spent, and how to continue it."""
+    stopped = over_budget(view)
+    budget = view.record.spec.get("max_cost_usd")
+    limit = f"its budget of {format_usd(budget)}" if budget else "the day's budget"
+    return (
+        f"{limit} was reached: {format_usd(spent)} spent; {len(stopped)} of {view.total} "
+        f"steps were not called ({C.STEP_BUDGET_EXCEEDED}). Continue with: "
+        f"genfleet resume {view.id} --max-cost USD (the job's new total budget)"
+    )
+
+
+def final_error(view: JobView, spent: float | None = None) -> str | None:
     """What to tell the user when steps failed (None when all succeeded)."""
     failed = [r for r in view.step_results() if not r.ok]
     if not failed:
         return None
+    if over_budget(view):
+        return budget_error(view, spent)
     last = failed[-1].error or "unknown error"
     if len(failed) == view.total:
         return f"all {view.total} steps failed; last error: {last}; {ALL_FAILED_HINT}"
@@ -57,7 +93,16 @@ def compute_metrics(view: JobView, now: float | None = None) -> JobMetrics:
         tokens_out=sum(r.tokens_out for r in results),
         attempts=sum(r.attempts for r in results),
         cache_hits=sum(1 for r in results if r.cached),
+        cost_usd=_steps_cost(results),
     )
+
+
+def _steps_cost(results: list[StepResult]) -> float | None:
+    """The cost of the successful steps (a running job's figure; see ``job_cost``)."""
+    costs = [r.cost_usd for r in results if r.ok]
+    if any(c is None for c in costs):
+        return None
+    return round(sum(c or 0.0 for c in costs), 10)
 
 
 def final_batch_steps(view: JobView) -> list[StepResult]:

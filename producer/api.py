@@ -8,6 +8,7 @@ from genfleet.settings import Settings
 from producer.canvas import job_canvas
 from producer.client import connect
 from producer.jobs import JobHandle, enqueue, make_record
+from producer.spend import spend_spec
 
 
 def check_int(name: str, value: object, low: int, high: int) -> int:
@@ -31,6 +32,8 @@ def submit_chapter(
     versions: int | None = None,
     *,
     cache: bool | None = None,
+    mode: str = C.API_ONLINE,
+    max_cost_usd: float | None = None,
     settings: Settings | None = None,
 ) -> JobHandle:
     """Enqueue candidate versions of a chapter (seed 000); returns the job handle.
@@ -39,6 +42,7 @@ def submit_chapter(
     ``WRITER_PARALLEL_GENERATION`` the versions run as a group, at most
     ``WRITER_MAX_PARALLEL_REQUESTS`` at once; otherwise as a serial chain. ``cache``
     turns the response cache on or off for this job (default: temperature-0 calls only).
+    ``mode="batch"`` uses the provider's Batch API; ``max_cost_usd`` is the job's budget.
     """
     client = connect(settings)
     s = client.settings
@@ -56,6 +60,7 @@ def submit_chapter(
         "model": s.llm_model,
         "max_tokens": s.llm_max_tokens,
         "cache": cache,
+        **spend_spec(s, mode, max_cost_usd, [s.llm_model]),
     }
     step_ids = [f"v{n + 1}" for n in range(count)]
     parallel = s.writer_parallel_generation

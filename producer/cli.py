@@ -27,6 +27,7 @@ from producer.cli_pipelines import register as register_pipeline_commands
 from producer.control import cancel as cancel_job
 from producer.inputs import read_text_file
 from producer.processes import celery_worker_command, run_foreground, unique_node_name
+from producer.spend import spend_options
 
 EXIT_USER_ERROR = 2
 MAX_OUTLINE_BYTES = 4 * C.MAX_OUTLINE_CHARS  # UTF-8 takes at most 4 bytes a character
@@ -102,13 +103,16 @@ def submit() -> None:
     help="Candidate versions [default: WRITER_CHAPTER_VERSION_COUNT].",
 )
 @click.option("--outline-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@spend_options
 @click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
 def submit_chapter_cmd(
-    project: str, chapter: int, versions: int | None, outline_file: Path | None, wait: bool
-) -> None:
+    project: str, chapter: int, versions: int | None, outline_file: Path | None, mode: str,
+    max_cost: float | None, wait: bool,
+) -> None:  # fmt: skip
     """Generate candidate versions of a chapter."""
     outline = read_text(outline_file) if outline_file else f"Chapter {chapter} of {project}."
-    report_submitted(submit_chapter(project, chapter, outline, versions), wait)
+    handle = submit_chapter(project, chapter, outline, versions, mode=mode, max_cost_usd=max_cost)
+    report_submitted(handle, wait)
 
 
 def read_text(path: Path) -> str:

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from genfleet.connection import stop_owned_redis, use_redis
 from genfleet.errors import InputError, SettingsError
+from genfleet.prices import format_usd
 from genfleet.settings import load_settings
 from producer.clusterstats import ClusterStats
 from producer.processes import run_foreground
@@ -153,7 +154,8 @@ def stats_tables(stats: ClusterStats, *, plain: bool) -> list[Any]:
         queues.add_row(queue, str(depth), ", ".join(stats.workers.get(queue, [])) or "-")
     keys = Table(
         "key", "model", "calls", "ok", "429 rate", "5xx", "in flight", "eff. conc.",
-        "req/min", "tok/min", "cooldown s", title="Keys", box=style, title_justify="left",
+        "req/min", "tok/min", "cooldown s", "cost", title="Keys", box=style,
+        title_justify="left",
     )  # fmt: skip
     for key in stats.keys:
         c = key.counters
@@ -164,7 +166,7 @@ def stats_tables(stats: ClusterStats, *, plain: bool) -> list[Any]:
                 f"{key.rate_limited_ratio:.1%}", str(c.get("server_errors", 0)),
                 str(scope.in_flight), f"{scope.effective_concurrency}/{scope.max_concurrent}",
                 str(scope.requests_in_window), str(scope.tokens_in_window),
-                f"{scope.cooldown_left_s:.1f}",
+                f"{scope.cooldown_left_s:.1f}", _cost(key.costs, scope.model),
             )  # fmt: skip
     jobs = ", ".join(f"{n} {s}" for s, n in stats.jobs.items()) or "none"
     cache = stats.cache
@@ -174,6 +176,13 @@ def stats_tables(stats: ClusterStats, *, plain: bool) -> list[Any]:
         f"unacknowledged messages: {stats.unacked}; Redis {stats.redis}"
     )
     return [queues, keys, lines]
+
+
+def _cost(costs: dict[str, float | None], model: str) -> str:
+    """A (key, model)'s spending: ``-`` when unused, ``unknown`` without a price."""
+    if model not in costs:
+        return "-"
+    return format_usd(costs[model])
 
 
 def register(cli: click.Group) -> None:

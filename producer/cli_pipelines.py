@@ -18,6 +18,7 @@ from producer.pipelines import (
     submit_persona,
     submit_tweets,
 )
+from producer.spend import spend_options
 
 FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -44,11 +45,16 @@ def _one_of(single: Path | None, many: str | None, what: str) -> list[Path]:
 @click.option("--image", type=FILE, default=None, help="One image (PNG, JPEG or WebP).")
 @click.option("--images", default=None, help="A glob of images, e.g. 'faces/*.png'.")
 @click.option("--serial", is_flag=True, help="Run the seven stages in sequence (the seed's way).")
+@spend_options
 @click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
-def persona_cmd(image: Path | None, images: str | None, serial: bool, wait: bool) -> None:
+def persona_cmd(
+    image: Path | None, images: str | None, serial: bool, mode: str, max_cost: float | None,
+    wait: bool,
+) -> None:  # fmt: skip
     """Generate personas from images (seven stages as a graph, then a merge)."""
     paths = _one_of(image, images, "image")
-    report_submitted(submit_persona(paths, parallel=not serial), wait)
+    handle = submit_persona(paths, parallel=not serial, mode=mode, max_cost_usd=max_cost)
+    report_submitted(handle, wait)
 
 
 @click.command("tweets")
@@ -61,10 +67,12 @@ def persona_cmd(image: Path | None, images: str | None, serial: bool, wait: bool
               help="Tweets per persona (the calendar's first days).")  # fmt: skip
 @click.option("--with-images", is_flag=True, help="Chain an image step after each tweet.")
 @click.option("--gpu", type=click.IntRange(0, 7), default=None, help="Pin the images to a GPU.")
+@spend_options
 @click.option("--wait", is_flag=True)
 def tweets_cmd(
     persona: Path | None, personas: str | None, persona_job: str | None, calendar: Path | None,
-    calendars: str | None, count: int, with_images: bool, gpu: int | None, wait: bool,
+    calendars: str | None, count: int, with_images: bool, gpu: int | None, mode: str,
+    max_cost: float | None, wait: bool,
 ) -> None:  # fmt: skip
     """Write tweets from persona calendars, all days in flight at once."""
     persona_files: list[Any]
@@ -75,7 +83,10 @@ def tweets_cmd(
     else:
         persona_files = _one_of(persona, personas, "persona")
     calendar_files = _one_of(calendar, calendars, "calendar")
-    handle = submit_tweets(persona_files, calendar_files, count, with_images=with_images, gpu=gpu)
+    handle = submit_tweets(
+        persona_files, calendar_files, count, with_images=with_images, gpu=gpu, mode=mode,
+        max_cost_usd=max_cost,
+    )  # fmt: skip
     report_submitted(handle, wait)
 
 
@@ -91,25 +102,29 @@ def tweets_cmd(
 @click.option("--throttle-ms", type=int, default=0, show_default=True)
 @click.option("--model", default=None, help="Draft model [default: LLM_DRAFT_MODEL].")
 @click.option("--review", is_flag=True, help="Review every call's items with LLM_REVIEW_MODEL.")
+@spend_options
 @click.option("--wait", is_flag=True)
 def batch_cmd(
     kind: str, lang: str, levels: str, topics_file: Path, per_combo: int, batch_size: int,
-    concurrency: int, retries: int, throttle_ms: int, model: str | None, review: bool, wait: bool,
+    concurrency: int, retries: int, throttle_ms: int, model: str | None, review: bool, mode: str,
+    max_cost: float | None, wait: bool,
 ) -> None:  # fmt: skip
     """Generate language-learning items for every topic x level."""
     handle = submit_batch(
         kind, lang, _levels(levels), read_topics(topics_file), per_combo, batch_size,
-        concurrency, retries, throttle_ms, model, review=review,
+        concurrency, retries, throttle_ms, model, review=review, mode=mode, max_cost_usd=max_cost,
     )  # fmt: skip
     report_submitted(handle, wait)
 
 
 @click.command("resume")
 @click.argument("job_id")
+@click.option("--max-cost", "max_cost", type=float, default=None, metavar="USD",
+              help="A new total budget for the job (what it spent included).")  # fmt: skip
 @click.option("--wait", is_flag=True)
-def resume_cmd(job_id: str, wait: bool) -> None:
+def resume_cmd(job_id: str, max_cost: float | None, wait: bool) -> None:
     """Re-submit only the steps of a finished job that are missing or failed."""
-    handle, steps = resume(views.check_job_id(job_id))
+    handle, steps = resume(views.check_job_id(job_id), max_cost_usd=max_cost)
     if not steps:
         click.echo(f"job {job_id}: every step has a result; nothing to resume")
         return

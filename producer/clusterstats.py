@@ -34,9 +34,10 @@ from genfleet import constants as C
 from genfleet.connection import sanitize_url
 from genfleet.errors import SettingsError
 from genfleet.settings import Settings
-from workers.callstats import read_stats
+from workers.callstats import read_costs, read_stats
 from workers.keypool import DEFAULT_PROVIDER, keys_from_settings, lease_seconds
 from workers.limiter import ClusterLimiter, Limits, Scope
+from workers.ratelimit_headers import limits_of
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class KeyStats:
     counters: dict[str, float]
     rate_limited_ratio: float  # 429 answers / calls
     models: list[ScopeStats] = field(default_factory=list)
+    costs: dict[str, float | None] = field(default_factory=dict)  # model -> USD, None: unknown
 
 
 @dataclass
@@ -201,8 +203,8 @@ def key_refs(settings: Settings, client: redis.Redis) -> list[KeyRef]:
         return [KeyRef(k.key_id, k.provider, k.limits) for k in keys_from_settings(settings)]
     except SettingsError as e:
         logger.info("no key pool in this process's settings (%s); using Redis' counters", e)
-    limits = Limits(settings.llm_max_concurrent, settings.llm_rpm_limit,
-                    settings.llm_tpm_limit, lease_seconds(settings.llm_timeout_s))  # fmt: skip
+    limits = limits_of(settings.llm_max_concurrent, settings.llm_rpm_limit,
+                       settings.llm_tpm_limit, lease_seconds(settings.llm_timeout_s))  # fmt: skip
     provider = settings.openai_base_url or DEFAULT_PROVIDER
     prefix = C.KEY_STATS_KEY.format(key_id="")
     found = sorted(str(k)[len(prefix) :] for k in client.scan_iter(match=prefix + "*", count=500))
@@ -241,6 +243,7 @@ def all_key_stats(settings: Settings, client: redis.Redis) -> list[KeyStats]:
                 counters=counters,
                 rate_limited_ratio=counters.get("rate_limited", 0) / calls if calls else 0.0,
                 models=models,
+                costs=read_costs(client, ref.key_id),
             )
         )
     return out

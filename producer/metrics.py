@@ -115,6 +115,19 @@ def key_counter_metrics(keys: list[KeyStats]) -> Iterator[Metric]:
         waited.add_metric(label, c.get("limiter_wait_s", 0.0))
         disabled.add_metric(label, int(key.disabled is not None))
     yield from (calls, limited, server, retries, tokens, waited, disabled)
+    yield cost_metric(keys)
+
+
+def cost_metric(keys: list[KeyStats]) -> Metric:
+    """USD spent per (key, model); a model without a price is left out, never 0."""
+    cost = CounterMetricFamily(
+        "genfleet_llm_cost_usd", "USD spent on LLM calls (models with a price)", labels=SCOPE
+    )
+    for key in keys:
+        for model, usd in key.costs.items():
+            if usd is not None:
+                cost.add_metric([key.key_id, model], usd)
+    return cost
 
 
 def key_limiter_metrics(keys: list[KeyStats]) -> Iterator[Metric]:

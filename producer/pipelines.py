@@ -29,6 +29,7 @@ from producer.inputs import (
     read_persona,
 )
 from producer.jobs import JobHandle, enqueue, make_record
+from producer.spend import raise_budget, spend_spec
 from workers import items, persona, tweets
 
 MAX_PERSONAS_PER_JOB = 500
@@ -41,9 +42,14 @@ def submit_persona(
     images: Path | str | Sequence[Path | str],
     *,
     parallel: bool = True,
+    mode: str = C.API_ONLINE,
+    max_cost_usd: float | None = None,
     settings: Settings | None = None,
 ) -> JobHandle:
     """Generate a persona from each image (seed 002, stages 1-7 and a merge).
+
+    ``mode="batch"`` uses the provider's Batch API (stages advance round by round);
+    ``max_cost_usd`` is the job's budget.
 
     With ``parallel`` the stages run as their dependency graph (core, then strategy
     -> examples alongside social, authenticity, visual and book, then the merge);
@@ -63,7 +69,8 @@ def submit_persona(
     client = connect(settings)
     s = client.settings
     spec = {"personas": entries, "model": s.llm_model, "max_tokens": PERSONA_MAX_TOKENS,
-            "max_reasks": MAX_REASKS}  # fmt: skip
+            "max_reasks": MAX_REASKS,
+            **spend_spec(s, mode, max_cost_usd, [s.llm_model])}  # fmt: skip
     step_ids = [persona.step_id(e["key"], st.name) for e in entries for st in persona.STAGES]
     step_ids += [persona.step_id(e["key"], persona.MERGE) for e in entries]
     mode = "parallel" if parallel else "serial"
@@ -114,13 +121,16 @@ def submit_tweets(
     *,
     with_images: bool = False,
     gpu: int | None = None,
+    mode: str = C.API_ONLINE,
+    max_cost_usd: float | None = None,
     settings: Settings | None = None,
 ) -> JobHandle:
     """One tweet per calendar day (the first ``count`` days), all in flight at once.
 
     ``persona`` and ``calendar`` are dicts or JSON file paths, or lists of them for a
     batch of pairs in one job. ``with_images`` chains an image step after each tweet,
-    made from the tweet's image prompt.
+    made from the tweet's image prompt. ``mode="batch"`` uses the provider's Batch
+    API; ``max_cost_usd`` is the job's budget.
     """
     check_int("count", count, 1, 1000)
     pairs = _pairs(persona, calendar)
@@ -150,6 +160,7 @@ def submit_tweets(
         "max_reasks": MAX_REASKS,
         "with_images": with_images,
         "gpu": gpu,
+        **spend_spec(s, mode, max_cost_usd, [s.llm_model]),
     }
     if gpu is not None:
         check_int("gpu", gpu, 0, C.DEFAULT_IMAGE_GPU_QUEUES - 1)
@@ -213,6 +224,8 @@ def submit_batch(
     *,
     review: bool = False,
     review_model: str | None = None,
+    mode: str = C.API_ONLINE,
+    max_cost_usd: float | None = None,
     settings: Settings | None = None,
 ) -> JobHandle:
     """Items for every topic x level, ``batch_size`` per call (seed 003).
@@ -221,6 +234,7 @@ def submit_batch(
     ``retries`` its retries of transient errors, ``throttle_ms`` the gap between its
     calls. ``model`` defaults to ``LLM_DRAFT_MODEL``; with ``review`` every call's
     items are then reviewed by ``review_model`` (default ``LLM_REVIEW_MODEL``).
+    ``mode="batch"`` uses the provider's Batch API; ``max_cost_usd`` is the job's budget.
     """
     if not isinstance(kind, str) or kind not in items.ITEM_KINDS:
         raise InputError(f"kind={kind!r} is unknown: allowed {', '.join(sorted(items.ITEM_KINDS))}")
@@ -242,7 +256,8 @@ def submit_batch(
     step_ids = items.step_ids(spec.topics, spec.levels, spec.per_combo, spec.batch_size)
     if spec.review_model:
         step_ids = [sid for draft in step_ids for sid in (draft, draft + items.REVIEW_SUFFIX)]
-    record = make_record(C.KIND_BATCH, spec.model_dump(), step_ids)
+    spend = spend_spec(s, mode, max_cost_usd, [spec.model, spec.review_model])
+    record = make_record(C.KIND_BATCH, {**spec.model_dump(), **spend}, step_ids)
     return enqueue(client, record, job_canvas(client.app, record))
 
 
@@ -267,8 +282,14 @@ def personas_of_job(job_id: str, *, settings: Settings | None = None) -> list[di
     return merged
 
 
-def resume(job_id: str, *, settings: Settings | None = None) -> tuple[JobHandle, list[str]]:
-    """Re-submit only the job's steps that are missing or failed; returns them."""
+def resume(
+    job_id: str, *, max_cost_usd: float | None = None, settings: Settings | None = None
+) -> tuple[JobHandle, list[str]]:
+    """Re-submit only the job's steps that are missing or failed; returns them.
+
+    ``max_cost_usd`` gives the job a new total budget (spending so far included),
+    e.g. to go on after its budget stopped it.
+    """
     client = connect(settings)
     view = client.store.load(job_id)
     if view.status not in C.TERMINAL_STATUSES:
@@ -277,6 +298,11 @@ def resume(job_id: str, *, settings: Settings | None = None) -> tuple[JobHandle,
     handle = JobHandle(job_id, client)
     if not missing:
         return handle, []
+    if max_cost_usd is not None:
+        raise_budget(client.store, job_id, max_cost_usd)
+        view.record = client.store.record(job_id).model_copy(
+            update={"step_ids": view.record.step_ids}
+        )
     round_ = client.store.reopen(job_id)
     job_canvas(client.app, view.record, only=missing, round_=round_).apply_async()
     return handle, missing

@@ -9,6 +9,7 @@ from typing import Any
 
 from genfleet import constants as C
 from genfleet.errors import InputError
+from genfleet.prices import format_usd
 from genfleet.records import JobView
 from genfleet.store import JobStore, Progress
 from genfleet.summary import compute_metrics, final_batch_steps
@@ -41,9 +42,12 @@ def _step_state(view: JobView, step_id: str, now: float) -> str:
     if step_id in view.ok:
         r = view.ok[step_id]
         cached = " (cached)" if r.cached else ""
-        return f"ok in {r.seconds:.2f}s, {r.tokens_out} tokens{cached}"
+        return f"ok in {r.seconds:.2f}s, {r.tokens_out} tokens, {format_usd(r.cost_usd)}{cached}"
     if step_id in view.failed:
-        return f"failed: {view.failed[step_id].error}"
+        failed = view.failed[step_id]
+        if failed.error_type == C.STEP_BUDGET_EXCEEDED:
+            return f"{C.STEP_BUDGET_EXCEEDED}: {failed.error}"
+        return f"failed: {failed.error}"
     if step_id in view.running:
         return f"running for {now - view.running[step_id]:.1f}s"
     return "waiting"
@@ -87,6 +91,7 @@ def status_text(view: JobView) -> str:
         f"  serial-equivalent {m.serial_equivalent_s:.2f}s, speed-up {m.speedup:.2f}x, "
         f"tokens in/out {m.tokens_in}/{m.tokens_out}",
     ]
+    lines.append(cost_line(view, m.cost_usd))
     llm = m.extra.get("llm")
     if llm:
         lines.append(
@@ -96,6 +101,19 @@ def status_text(view: JobView) -> str:
     if view.error:
         lines.append(f"  error: {view.error}")
     return "\n".join(lines)
+
+
+def cost_line(view: JobView, cost: float | None) -> str:
+    """The job's cost so far, against its budget when it has one."""
+    line = f"  cost {format_usd(cost)}"
+    if cost is None:
+        line += " (a model without a price: see GENFLEET_PRICES)"
+    budget = view.record.spec.get("max_cost_usd")
+    if budget:
+        line += f" of a budget of {format_usd(float(budget))}"
+    if view.record.spec.get("api_mode") == C.API_BATCH:
+        line += " (Batch API prices)"
+    return line
 
 
 def output_records(view: JobView) -> list[dict[str, Any]]:

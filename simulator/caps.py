@@ -89,3 +89,35 @@ class KeyCaps:
             if excess <= 0:
                 return stamp + self._window_s - now
         return self._window_s  # unreachable: the sum covers the excess
+
+    def headers(self, key: str, rpm: int, tpm: int) -> dict[str, str]:
+        """OpenAI's ``x-ratelimit-*`` headers for ``key`` now (only the capped kinds)."""
+        now = self._now()
+        win = self._keys.setdefault(key, _KeyWindow())
+        win.evict(now, self._window_s)
+        out: dict[str, str] = {}
+        if rpm > 0:
+            oldest = win.requests[0] if win.requests else now
+            out |= {
+                "x-ratelimit-limit-requests": str(rpm),
+                "x-ratelimit-remaining-requests": str(max(0, rpm - len(win.requests))),
+                "x-ratelimit-reset-requests": _duration(oldest + self._window_s - now),
+            }
+        if tpm > 0:
+            oldest = win.tokens[0][0] if win.tokens else now
+            out |= {
+                "x-ratelimit-limit-tokens": str(tpm),
+                "x-ratelimit-remaining-tokens": str(max(0, tpm - win.token_sum)),
+                "x-ratelimit-reset-tokens": _duration(oldest + self._window_s - now),
+            }
+        return out
+
+
+def _duration(seconds: float) -> str:
+    """A wait as OpenAI writes it: ``20ms``, ``1.5s``, ``1m0s``."""
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    return f"{int(seconds // 60)}m{seconds % 60:.0f}s"

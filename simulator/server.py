@@ -107,6 +107,10 @@ class SimulatorState:
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
 
+    def rate_headers(self, key: str) -> dict[str, str]:
+        """The ``x-ratelimit-*`` headers of an answer to ``key`` (of its capped kinds)."""
+        return self.caps.headers(key, self.config.rpm, self.config.tpm)
+
     def _draw_error(self) -> str | None:
         rates = self.config.error_rates
         if not rates:
@@ -182,10 +186,15 @@ async def chat_completions(request: web.Request) -> web.Response:
     with state.stats.tracking():
         if plan.forced_status is not None:
             raise injected_error(str(plan.forced_status), state.config.retry_after_s)
-        await state.gate(key, plan.admission_tokens, plan.completion_tokens)
+        try:
+            await state.gate(key, plan.admission_tokens, plan.completion_tokens)
+        except ApiError as e:
+            e.headers.update(state.rate_headers(key))
+            raise
     state.stats.record_chat(plan.prompt_hash, plan.prompt_tokens, plan.completion_tokens)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    return web.json_response(completion_body(plan, completion_id, int(time.time())))
+    body = completion_body(plan, completion_id, int(time.time()))
+    return web.json_response(body, headers=state.rate_headers(key))
 
 
 async def _draw_b64(prompt: str, width: int, height: int, variant: int) -> str:

@@ -45,7 +45,8 @@ class ResponseCache:
         if raw is None:
             return None
         data = json.loads(raw)
-        return ChatResult(**{**data, "cached": True, "attempts": 0, "seconds": 0.0})
+        hit = {**data, "cached": True, "attempts": 0, "seconds": 0.0, "cost_usd": 0.0}
+        return ChatResult(**hit)
 
     def put(self, digest: str, result: ChatResult) -> None:
         payload = json.dumps(dataclasses.asdict(result), ensure_ascii=False)

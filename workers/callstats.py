@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -11,6 +12,9 @@ from genfleet import constants as C
 from genfleet.outage import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
+
+UNPRICED_SUFFIX = "|unpriced"  # a cost hash field counting calls of a model without a price
+_FLOATS = frozenset({"limiter_wait_s", "cost_usd"})
 
 COUNTERS = (
     "calls", "ok", "failed", "retries", "rate_limited", "server_errors",
@@ -27,10 +31,13 @@ class CallStats:
 
     def add(
         self, job_id: str, key_id: str | None, *, wait_s: float = 0.0,
-        effective_concurrency: int | None = None, model: str | None = None, **counts: int,
+        effective_concurrency: int | None = None, model: str | None = None,
+        cost: Cost | None = None, **counts: int,
     ) -> None:  # fmt: skip
+        """Add ``counts``; ``cost`` (a billed call's USD, None without a price) goes to
+        the job's ``cost_usd`` (or ``unpriced_calls``) and the key's cost per model."""
         try:
-            self._add(job_id, key_id, wait_s, effective_concurrency, model, counts)
+            self._add(job_id, key_id, wait_s, effective_concurrency, model, counts, cost)
         except REDIS_DOWN:
             # Counters are for people; a Redis restart must not fail a paid-for call.
             logger.warning("job %s: call counters lost in a Redis outage", job_id)
@@ -38,6 +45,7 @@ class CallStats:
     def _add(
         self, job_id: str, key_id: str | None, wait_s: float,
         effective_concurrency: int | None, model: str | None, counts: dict[str, int],
+        cost: Cost | None,
     ) -> None:  # fmt: skip
         keys = [C.KEY_STATS_JOB.format(job_id=job_id)] if job_id else []
         if key_id:
@@ -56,7 +64,44 @@ class CallStats:
                 models = C.KEY_MODELS.format(key_id=key_id)
                 pipe.sadd(models, model)
                 pipe.expire(models, self.ttl_s)
+            if cost is not None:
+                _add_cost(pipe, keys[:1] if job_id else [], key_id, cost, self.ttl_s)
             pipe.execute()
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one billed call cost: ``usd`` None when its model has no price."""
+
+    model: str
+    usd: float | None
+
+
+def _add_cost(pipe: Any, job_keys: list[str], key_id: str | None, cost: Cost, ttl_s: int) -> None:
+    for key in job_keys:
+        if cost.usd is None:
+            pipe.hincrby(key, "unpriced_calls", 1)
+        else:
+            pipe.hincrbyfloat(key, "cost_usd", round(cost.usd, 10))
+    if key_id:
+        costs = C.KEY_STATS_COST.format(key_id=key_id)
+        if cost.usd is None:
+            pipe.hincrby(costs, f"{cost.model}{UNPRICED_SUFFIX}", 1)
+        else:
+            pipe.hincrbyfloat(costs, cost.model, round(cost.usd, 10))
+        pipe.expire(costs, ttl_s)
+
+
+def read_costs(client: redis.Redis, key_id: str) -> dict[str, float | None]:
+    """A key's cost per model in USD; None for a model used without a price."""
+    out: dict[str, float | None] = {}
+    for name, value in client.hgetall(C.KEY_STATS_COST.format(key_id=key_id)).items():
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        if name.endswith(UNPRICED_SUFFIX):
+            out[name.removesuffix(UNPRICED_SUFFIX)] = None
+        elif name not in out:
+            out[name] = float(value)
+    return dict(sorted(out.items()))
 
 
 def read_stats(client: redis.Redis, key: str) -> dict[str, Any]:
@@ -66,5 +111,5 @@ def read_stats(client: redis.Redis, key: str) -> dict[str, Any]:
     for name, value in raw.items():
         name = name.decode() if isinstance(name, bytes) else name
         number = float(value)
-        out[name] = int(number) if number.is_integer() and name != "limiter_wait_s" else number
+        out[name] = number if name in _FLOATS or not number.is_integer() else int(number)
     return out

@@ -28,13 +28,17 @@ from genfleet.errors import (
     TransientLLMError,
 )
 from genfleet.outage import REDIS_DOWN
+from genfleet.prices import load_prices
 from genfleet.settings import Settings
 from genfleet.tokens import estimate_messages_tokens
+from workers.budget import REASONS as BUDGET_REASONS
+from workers.budget import BudgetAsk, Budgets, make_ask
 from workers.cache import ResponseCache, cache_digest
-from workers.callstats import CallStats
+from workers.callstats import CallStats, Cost
 from workers.gateway_types import CallContext, ChatRequest, ChatResult, RetryLater
 from workers.keypool import ApiKey, KeyPool, keys_from_settings
 from workers.limiter import ClusterLimiter, Denied, Grant, Scope
+from workers.ratelimit_headers import LearnedLimits
 from workers.retry import classify, retry_delay
 
 __all__ = ["CallContext", "ChatRequest", "ChatResult", "LLMGateway", "RetryLater"]
@@ -57,6 +61,9 @@ class LLMGateway:
         self.limiter = ClusterLimiter(client)
         self.cache = ResponseCache(client, settings.llm_cache_ttl_s)
         self.stats = CallStats(client, settings.result_ttl_s)
+        self.prices = load_prices(settings.genfleet_prices, settings.genfleet_providers)
+        self.budgets = Budgets(client)
+        self.learned = LearnedLimits(client)
         self._cache_ns = ",".join(sorted({k.provider for k in self.pool.keys}))
         self._effective: dict[Scope, int] = {}
 
@@ -109,7 +116,13 @@ class LLMGateway:
         self, key: ApiKey, grant: Grant, model: str, result: ChatResult, ctx: CallContext,
         waited: float,
     ) -> None:  # fmt: skip
-        self._release(grant, actual_tokens=result.tokens_in + result.tokens_out, ok=True)
+        price = self.prices.price(result.model, key.provider) or self.prices.price(
+            model, key.provider
+        )
+        result.cost_usd = price.cost(result.tokens_in, result.tokens_out) if price else None
+        # In auto-TPM mode the reservation stays: it is in the provider's units.
+        actual = None if key.limits.auto_tpm else result.tokens_in + result.tokens_out
+        self._release(grant, actual_tokens=actual, ok=True, cost=result.cost_usd or 0.0)
         result.key_id = key.key_id
         result.limiter_wait_s = round(waited, 4)
         result.effective_concurrency = grant.effective_concurrency
@@ -117,6 +130,7 @@ class LLMGateway:
             ctx.job_id, key.key_id, calls=1, ok=1, tokens_in=result.tokens_in,
             tokens_out=result.tokens_out, wait_s=waited,
             effective_concurrency=grant.effective_concurrency, model=model,
+            cost=Cost(model, result.cost_usd),
         )  # fmt: skip
 
     def _after_transient(
@@ -154,10 +168,14 @@ class LLMGateway:
         )  # fmt: skip
         return delay
 
-    def _release(self, grant: Grant, **kw: Any) -> None:
-        """Give the lease back; in a Redis outage it expires by itself (``lease_s``)."""
+    def _release(self, grant: Grant, cost: float = 0.0, **kw: Any) -> None:
+        """Give the lease back and settle its budget reservation with ``cost`` (what
+        the provider billed); in a Redis outage the lease expires by itself."""
         try:
             self.limiter.release(grant, **kw)
+            if grant.budget is not None:
+                job_id = grant.lease_id.partition("/")[2]
+                self.budgets.settle(grant.lease_id, job_id, grant.budget.day_key, cost)
         except REDIS_DOWN as e:
             logger.warning("could not release limiter lease %s (%s); it will expire",
                            grant.lease_id, e.__class__.__name__)  # fmt: skip
@@ -175,6 +193,9 @@ class LLMGateway:
                     return key, got, waited
                 denials.append(got)
             best = min(denials, key=lambda d: d.wait_s)
+            over = next((d for d in denials if d.reason in BUDGET_REASONS), None)
+            if over is not None:
+                raise self._over_budget(over.reason, request, ctx, tokens)
             slot_only = all(d.reason in _SLOT_REASONS for d in denials)
             delay = poll if slot_only else max(best.wait_s, C.LIMITER_MIN_SLEEP_S)
             if waited + delay > C.INLINE_WAIT_MAX_S:
@@ -189,20 +210,41 @@ class LLMGateway:
     def _try_key(
         self, key: ApiKey, request: ChatRequest, ctx: CallContext, tokens: int
     ) -> Grant | Denied:
-        if key.limits.tpm and tokens > key.limits.tpm:
+        scope = Scope(key.provider, key.key_id, request.model)
+        limits = self.learned.limits(scope, key.limits)
+        tokens = self.learned.tokens(scope, key.limits, tokens)
+        if limits.tpm and tokens > limits.tpm:
             raise PermanentLLMError(
                 f"this call needs about {tokens} tokens, more than the key's "
-                f"tokens-per-minute limit of {key.limits.tpm}; lower max_tokens or the prompt",
+                f"tokens-per-minute limit of {limits.tpm}; lower max_tokens or the prompt",
                 provider=key.provider, model=request.model, job_id=ctx.job_id, step=ctx.step,
             )  # fmt: skip
-        scope = Scope(key.provider, key.key_id, request.model)
         got = self.limiter.try_acquire(
-            scope, key.limits, tokens, job_id=ctx.job_id,
+            scope, limits, tokens, job_id=ctx.job_id,
             job_concurrency=ctx.job_concurrency, throttle_ms=ctx.throttle_ms,
+            budget=self._budget_ask(key, request, ctx),
         )  # fmt: skip
         if isinstance(got, Grant):
             self._note_effective(scope, got.effective_concurrency)
         return got
+
+    def _budget_ask(self, key: ApiKey, request: ChatRequest, ctx: CallContext) -> BudgetAsk:
+        """The call's worst-case cost (prompt estimate + max_tokens) against the budgets."""
+        cost = self.prices.cost(
+            request.model, estimate_messages_tokens(request.messages), request.max_tokens,
+            provider=key.provider,
+        )  # fmt: skip
+        return make_ask(cost, ctx.job_id, ctx.max_cost_usd, self.settings.llm_budget_usd_per_day)
+
+    def _over_budget(
+        self, reason: str, request: ChatRequest, ctx: CallContext, tokens: int
+    ) -> LLMError:
+        key = self.pool.usable()[0]
+        error = self.budgets.exceeded(
+            reason, self._budget_ask(key, request, ctx), request.model, ctx.job_id, ctx.step
+        )
+        logger.warning("job %s step %s: not called: %s", ctx.job_id, ctx.step, error)
+        return error
 
     def _ordered_keys(self, model: str, ctx: CallContext) -> list[ApiKey]:
         keys = self.pool.usable()
@@ -218,14 +260,16 @@ class LLMGateway:
 
     def _headroom(self, key: ApiKey, model: str) -> float:
         """The key's free share of its tightest limit (1 = idle, 0 = full)."""
-        snap = self.limiter.snapshot(Scope(key.provider, key.key_id, model), key.limits)
+        scope = Scope(key.provider, key.key_id, model)
+        limits = self.learned.limits(scope, key.limits)
+        snap = self.limiter.snapshot(scope, limits)
         if snap["cooldown_left_s"] > 0:
             return -snap["cooldown_left_s"]
         shares = [1 - snap["in_flight"] / max(1, snap["effective_concurrency"])]
-        if key.limits.rpm:
-            shares.append(1 - snap["requests_in_window"] / key.limits.rpm)
-        if key.limits.tpm:
-            shares.append(1 - snap["tokens_in_window"] / key.limits.tpm)
+        if limits.rpm:
+            shares.append(1 - snap["requests_in_window"] / limits.rpm)
+        if limits.tpm:
+            shares.append(1 - snap["tokens_in_window"] / limits.tpm)
         return min(shares)
 
     def _note_effective(self, scope: Scope, value: int) -> None:
@@ -250,9 +294,18 @@ class LLMGateway:
         if request.seed is not None:
             kwargs["seed"] = request.seed
         started = time.monotonic()
+        completions = self.pool.client_for(key).chat.completions
         try:
-            completion = self.pool.client_for(key).chat.completions.create(**kwargs)
+            if not (key.limits.auto_rpm or key.limits.auto_tpm):
+                completion = completions.create(**kwargs)
+            else:
+                raw = completions.with_raw_response.create(**kwargs)
+                self._learn(key, request.model, raw.headers)
+                completion = raw.parse()
         except openai.OpenAIError as e:
+            auto = key.limits.auto_rpm or key.limits.auto_tpm
+            if isinstance(e, openai.APIStatusError) and auto:
+                self._learn(key, request.model, e.response.headers)
             raise classify(e, provider=key.provider, model=request.model) from e
         choice = completion.choices[0]
         usage = completion.usage
@@ -265,6 +318,18 @@ class LLMGateway:
             attempts=attempts,
             seconds=time.monotonic() - started,
         )
+
+    def _learn(self, key: ApiKey, model: str, headers: Any) -> None:
+        """Keep what the answer's x-ratelimit-* headers say (``auto`` limits)."""
+        scope = Scope(key.provider, key.key_id, model)
+        ours = None
+        if key.limits.auto_tpm:
+            limits = self.learned.limits(scope, key.limits)
+            ours = self.limiter.snapshot(scope, limits)["tokens_in_window"]
+        try:
+            self.learned.observe(scope, key.limits, headers, ours)
+        except REDIS_DOWN as e:
+            logger.warning("could not keep the provider's limits (%s)", e.__class__.__name__)
 
 
 @dataclass

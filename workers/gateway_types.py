@@ -35,6 +35,7 @@ class ChatResult:
     key_id: str = ""
     limiter_wait_s: float = 0.0
     effective_concurrency: int = 0
+    cost_usd: float | None = 0.0  # None: the model has no price (see genfleet.prices)
 
 
 @dataclass
@@ -49,6 +50,8 @@ class CallContext:
     throttle_ms: int = 0  # minimum gap between this job's calls
     cache: bool | None = None  # None: cache temperature-0 calls only
     max_retries: int | None = None  # the job's own retry count (None: LLM_MAX_RETRIES)
+    max_cost_usd: float | None = None  # the job's budget (workers.budget)
+    api_mode: str = "online"  # or "batch": through the provider's Batch API (workers.batch)
 
 
 class RetryLater(Exception):

@@ -21,8 +21,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from genfleet import constants as C
 from genfleet.errors import SettingsError
-from genfleet.settings import Settings
+from genfleet.settings import RpmLimit, Settings, TpmLimit
 from workers.limiter import Limits
+from workers.ratelimit_headers import limits_of
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ class _ProviderEntry(BaseModel):
     keys: list[str] = Field(default_factory=list)
     keys_env: list[str] = Field(default_factory=list)
     max_concurrent: int = Field(default=20, ge=1, le=1024)
-    rpm: int = Field(default=0, ge=0, le=10_000_000)
-    tpm: int = Field(default=0, ge=0, le=1_000_000_000)
+    rpm: RpmLimit = 0  # or "auto": learned from the provider's headers
+    tpm: TpmLimit = 0
 
 
 class _ProvidersFile(BaseModel):
@@ -86,7 +87,7 @@ def keys_from_file(path: Path, lease_s: float) -> list[ApiKey]:
         secrets = [*entry.keys, *(_env_key(n, path) for n in entry.keys_env)]
         if not secrets:
             raise SettingsError(f"GENFLEET_PROVIDERS={path}: provider {entry.name} has no keys")
-        limits = Limits(entry.max_concurrent, entry.rpm, entry.tpm, lease_s)
+        limits = limits_of(entry.max_concurrent, entry.rpm, entry.tpm, lease_s)
         out += [
             ApiKey(f"{entry.name}.{n}", entry.base_url, limits, secret)
             for n, secret in enumerate(secrets, 1)
@@ -105,8 +106,8 @@ def keys_from_settings(settings: Settings) -> list[ApiKey]:
             "OPENAI_API_KEY is not set: the LLM worker needs an API key "
             "(or OPENAI_API_KEYS, or GENFLEET_PROVIDERS)"
         )
-    limits = Limits(settings.llm_max_concurrent, settings.llm_rpm_limit, settings.llm_tpm_limit,
-                    lease_s)  # fmt: skip
+    limits = limits_of(settings.llm_max_concurrent, settings.llm_rpm_limit,
+                       settings.llm_tpm_limit, lease_s)  # fmt: skip
     provider = settings.openai_base_url or DEFAULT_PROVIDER
     return [ApiKey(f"key{n}", provider, limits, s) for n, s in enumerate(secrets, 1)]
 

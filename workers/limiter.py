@@ -33,10 +33,14 @@ import redis
 
 from genfleet import constants as C
 from workers import limiter_lua
+from workers.budget import REASONS as BUDGET_REASONS
+from workers.budget import BudgetAsk
 
 logger = logging.getLogger(__name__)
 
-DENIED_REASONS = frozenset({"cooldown", "concurrency", "rpm", "tpm", "throttle", "job_concurrency"})
+DENIED_REASONS = frozenset(
+    {"cooldown", "concurrency", "rpm", "tpm", "throttle", "job_concurrency", *BUDGET_REASONS}
+)
 _SLOT_REASONS = frozenset({"concurrency", "job_concurrency"})  # freed by a release, not time
 _LEASE_ID_HEX = 16  # a lease id is 16 hex digits, then "/job_id" when the call has a job
 
@@ -63,6 +67,8 @@ class Limits:
     rpm: int = 0
     tpm: int = 0
     lease_s: float = 120.0  # a lease not released within this is expired (killed worker)
+    auto_rpm: bool = False  # rpm/tpm learned from the provider's headers (ratelimit_headers)
+    auto_tpm: bool = False
 
     def __post_init__(self) -> None:
         if self.max_concurrent < 1:
@@ -82,6 +88,7 @@ class Grant:
     tokens: int  # tokens reserved
     effective_concurrency: int
     in_flight: int  # including this one
+    budget: BudgetAsk | None = None  # the cost reserved, settled by the gateway
 
 
 @dataclass(frozen=True)
@@ -117,11 +124,13 @@ class ClusterLimiter:
         job_concurrency: int = 0,
         throttle_ms: int = 0,
         now: float | None = None,
+        budget: BudgetAsk | None = None,
     ) -> Grant | Denied:
         """Admit one call of ``tokens`` tokens now, or say how long to wait.
 
         Checks, in order: cooldown, the job's throttle, the job's concurrency, the
-        scope's concurrency, rpm, tpm. Nothing is reserved unless all pass.
+        scope's concurrency, rpm, tpm, the budgets (``workers.budget``). Nothing is
+        reserved unless all pass.
         ``now`` injects a clock (tests); by default Redis' clock is used.
         """
         _check_request(limits, tokens, job_concurrency, throttle_ms)
@@ -129,16 +138,17 @@ class ClusterLimiter:
             job_concurrency = throttle_ms = 0
         part = scope.redis_part()
         lease_id = _new_lease_id(job_id)
-        keys = [*_scope_keys(part), *_job_keys(job_id)]
+        ask = budget if budget is not None and budget.active else None
+        keys = [*_scope_keys(part), *_job_keys(job_id), *_budget_keys(ask)]
         args = [
             now or 0, lease_id, tokens, limits.max_concurrent, limits.rpm, limits.tpm,
             limits.lease_s, self.window_s, job_concurrency, throttle_ms / 1000.0,
             self._ttl_ms(limits), C.LIMITER_BURST_DIVISOR, C.LIMITER_CONCURRENCY_WAIT_S,
-            C.LIMITER_MIN_WAIT_S,
+            C.LIMITER_MIN_WAIT_S, *_budget_args(ask),
         ]  # fmt: skip
         reply = self._acquire(keys=keys, args=args)
         if int(reply[0]) == 1:
-            return Grant(lease_id, part, tokens, int(reply[2]), int(reply[1]))
+            return Grant(lease_id, part, tokens, int(reply[2]), int(reply[1]), ask)
         denied = Denied(float(reply[2]), _text(reply[1]))
         logger.debug(
             "limiter %s: denied (%s), wait %.3fs, job %s", part, denied.reason, denied.wait_s,
@@ -280,6 +290,19 @@ def _job_keys(job_id: str) -> list[str]:
     """next (throttle), leases; placeholders nothing writes when there is no job."""
     base = C.KEY_LIMITER_JOB.format(job_id=job_id or "-")
     return [f"{base}:next", f"{base}:leases"]
+
+
+def _budget_keys(ask: BudgetAsk | None) -> list[str]:
+    """job budget, day budget; placeholders nothing writes when there is no budget."""
+    if ask is None:
+        return [f"{C.KEY_PREFIX}:budget:-", f"{C.KEY_PREFIX}:budget:-"]
+    return [ask.job_key, ask.day_key]
+
+
+def _budget_args(ask: BudgetAsk | None) -> list[Any]:
+    if ask is None:
+        return [0, 0, 0, 0]
+    return [f"{ask.cost:.10f}", ask.job_max, ask.day_max, C.BUDGET_TTL_S]
 
 
 def _new_lease_id(job_id: str) -> str:

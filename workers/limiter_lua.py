@@ -7,6 +7,8 @@ Numbers go back to Python as strings: Redis would truncate a Lua number to an in
 
 from __future__ import annotations
 
+from workers.budget import BUDGET_LUA
+
 PRELUDE = """
 local function clock(arg)
   local injected = tonumber(arg)
@@ -22,10 +24,10 @@ local function clamp(x, lo, hi) return math.max(lo, math.min(hi, x)) end
 """
 
 # KEYS: 1 cooldown, 2 state, 3 leases, 4 rpm log, 5 tpm log, 6 tpm tokens,
-#       7 job next, 8 job leases
+#       7 job next, 8 job leases, 9 job budget, 10 day budget (workers.budget)
 # ARGV: 1 now, 2 lease id, 3 tokens, 4 max_concurrent, 5 rpm, 6 tpm, 7 lease_s,
 #       8 window_s, 9 job_concurrency, 10 throttle_s, 11 ttl_ms, 12 burst divisor,
-#       13 slot wait hint, 14 minimum wait
+#       13 slot wait hint, 14 minimum wait, 15-18 budget (cost, job max, day max, ttl)
 # Returns {1, in_flight, effective} or {0, reason, wait_s}.
 ACQUIRE = (
     PRELUDE
@@ -38,6 +40,9 @@ local job_conc, throttle_s = tonumber(ARGV[9]), tonumber(ARGV[10])
 local ttl_ms, divisor = tonumber(ARGV[11]), tonumber(ARGV[12])
 local slot_wait, min_wait = tonumber(ARGV[13]), tonumber(ARGV[14])
 local state, leases, rpm_log, tpm_log, tpm_tok = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+"""
+    + BUDGET_LUA
+    + """
 
 local function deny(reason, wait)
   return {0, reason, fmt(math.max(wait, min_wait))}
@@ -148,6 +153,7 @@ local function admit(effective, in_flight, rpm_tat, tpm_tat)
     redis.call('SET', KEYS[7], now + throttle_s, 'PX', px)
   end
   if job_conc > 0 then redis.call('ZADD', KEYS[8], now + lease_s, lease) end
+  budget_reserve()
   return {1, in_flight + 1, effective}
 end
 
@@ -163,6 +169,8 @@ local function decide()
   local rpm_tat, tpm_tat
   reason, wait, rpm_tat, tpm_tat = rate_wait()
   if reason then return deny(reason, wait) end
+  reason = budget_deny()
+  if reason then return deny(reason, 0) end
   return admit(effective, in_flight, rpm_tat, tpm_tat)
 end
 

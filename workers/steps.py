@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from genfleet import constants as C
-from genfleet.errors import InvalidOutputError, LLMError, StepSkipped
+from genfleet.errors import BudgetExceededError, InvalidOutputError, LLMError, StepSkipped
 from genfleet.outage import through_outage
 from genfleet.records import JobRecord, StepResult
 from genfleet.store import JobStore
@@ -57,6 +57,8 @@ def execute_step(
     except StepSkipped as e:
         logger.warning("job %s step %s skipped: %s", job_id, step_id, e)
         result = _failure(job_id, base, e, attempts=0)
+    except BudgetExceededError as e:
+        result = _failure(job_id, base, e, attempts=0, error_type=C.STEP_BUDGET_EXCEEDED)
     except InvalidOutputError as e:
         result = _failure(job_id, base, e, raw=e.raw, attempts=max(1, e.attempts))
     except LLMError as e:
@@ -72,6 +74,7 @@ def execute_step(
             tokens_out=call.tokens_out if call else 0,
             model=call.model if call else "",
             cached=call.cached if call else False,
+            cost_usd=call.cost_usd if call else 0.0,
             meta=_call_meta(call),
         )  # fmt: skip
     saved = through_outage(lambda: store.save_step(job_id, result), f"job {job_id} step {step_id}")
@@ -89,6 +92,9 @@ def apply_job_options(ctx: CallContext, record: JobRecord) -> None:
     ctx.job_concurrency = int(spec.get("concurrency") or 0)
     retries = spec.get("retries")
     ctx.max_retries = None if retries is None else int(retries)
+    budget = spec.get("max_cost_usd")
+    ctx.max_cost_usd = None if budget is None else float(budget)
+    ctx.api_mode = str(spec.get("api_mode") or C.API_ONLINE)
 
 
 def _call_meta(call: ChatResult | None) -> dict[str, Any]:
@@ -102,14 +108,16 @@ def _call_meta(call: ChatResult | None) -> dict[str, Any]:
 
 
 def _failure(
-    job_id: str, base: dict[str, Any], error: Exception, *, attempts: int, raw: str = ""
-) -> StepResult:
+    job_id: str, base: dict[str, Any], error: Exception, *, attempts: int, raw: str = "",
+    error_type: str = "",
+) -> StepResult:  # fmt: skip
     logger.error("job %s step %s failed: %s", job_id, base["step_id"], error)
     return StepResult(
         **base,
         ok=False,
         error=str(error),
-        error_type=error.__class__.__name__,
+        error_type=error_type or error.__class__.__name__,
+        cost_usd=0.0 if error_type == C.STEP_BUDGET_EXCEEDED else None,
         raw=raw or None,
         attempts=attempts,
         finished_at=time.time(),

@@ -35,6 +35,7 @@ class Usage:
     reasks: int = 0
     model: str = ""
     cached: bool = True
+    cost_usd: float | None = 0.0  # None once a call had no price
 
     def add(self, result: ChatResult) -> None:
         self.calls += 1
@@ -43,13 +44,15 @@ class Usage:
         self.tokens_out += result.tokens_out
         self.model = result.model
         self.cached = self.cached and result.cached
+        if self.cost_usd is not None:
+            self.cost_usd = None if result.cost_usd is None else self.cost_usd + result.cost_usd
 
     def as_call(self, text: str = "") -> ChatResult:
         """The totals as one ``ChatResult``, the shape the step runner stores."""
         return ChatResult(
             text=text, model=self.model, tokens_in=self.tokens_in, tokens_out=self.tokens_out,
             finish_reason="stop", attempts=max(1, self.attempts), seconds=0.0,
-            cached=self.cached and self.calls > 0,
+            cached=self.cached and self.calls > 0, cost_usd=self.cost_usd,
         )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Task
 
 from genfleet import constants as C
-from genfleet.summary import batch_metrics, compute_metrics, final_error, final_status
+from genfleet.summary import batch_metrics, compute_metrics, final_error, final_status, job_cost
 from workers import chapter, runtime
 from workers.app import app
 from workers.callstats import read_stats
@@ -44,9 +44,10 @@ def finalize_job(self: Task, job_id: str) -> dict:
     status = final_status(view)
     metrics = compute_metrics(view)
     metrics.extra["llm"] = read_stats(store.r, C.KEY_STATS_JOB.format(job_id=job_id))
+    metrics.cost_usd = job_cost(metrics.extra["llm"])
     if view.record.kind == C.KIND_BATCH:
         metrics.extra["items"] = batch_metrics(view, metrics)
-    error = final_error(view)
+    error = final_error(view, metrics.cost_usd)
     if store.finish(job_id, status, metrics, error):
         logger.info(
             "job %s (%s): all %d steps done in %.2fs, status %s (parallel mode: %s)",
