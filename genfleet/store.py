@@ -73,6 +73,18 @@ class Progress:
         return self.ok + self.failed
 
 
+@dataclass(frozen=True)
+class JobOverview:
+    """One row of a job list: the record, counts, times and the finished summary."""
+
+    record: JobRecord
+    progress: Progress
+    started_at: float | None
+    finished_at: float | None
+    summary: dict[str, Any]  # "metrics" and "error" once the job has ended; else empty
+    tokens: tuple[int, int]  # (in, out) counted so far by the gateway
+
+
 def _missing(job_id: str) -> JobNotFoundError:
     return JobNotFoundError(f"no job {job_id!r} in Redis (unknown id, or expired)")
 
@@ -271,3 +283,35 @@ class JobStore:
         if gone:
             self.r.zrem(C.KEY_JOB_INDEX, *gone)
         return [i for i, a in zip(ids, alive, strict=True) if a][:limit]
+
+    def overviews(self, job_ids: list[str]) -> list[JobOverview]:
+        """List rows of these jobs in one round trip (no step result is parsed);
+        jobs that have expired meanwhile are left out."""
+        fields = ["record", "status", "total", "started_at", "finished_at", "summary"]
+        with self.r.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                keys = JobKeys.of(job_id)
+                pipe.hmget(keys.job, fields)
+                pipe.hlen(keys.ok)
+                pipe.hlen(keys.failed)
+                pipe.hlen(keys.running)
+                pipe.hmget(C.KEY_STATS_JOB.format(job_id=job_id), ["tokens_in", "tokens_out"])
+            replies = pipe.execute()
+        rows = []
+        for n in range(len(job_ids)):
+            (record, status, total, started, finished, summary), ok, failed, running, tokens = (
+                replies[n * 5 : n * 5 + 5]
+            )
+            if record is None:
+                continue
+            rows.append(
+                JobOverview(
+                    record=JobRecord.model_validate_json(record),
+                    progress=Progress(str(status), int(total or 0), ok, failed, running),
+                    started_at=float(started) if started else None,
+                    finished_at=float(finished) if finished else None,
+                    summary=json.loads(summary) if summary else {},
+                    tokens=(int(tokens[0] or 0), int(tokens[1] or 0)),
+                )
+            )
+        return rows

@@ -24,6 +24,7 @@ from producer.cli_common import report_submitted
 from producer.cli_images import register as register_image_commands
 from producer.cli_ops import register as register_ops_commands
 from producer.cli_pipelines import register as register_pipeline_commands
+from producer.cli_ui import ui_cmd
 from producer.control import cancel as cancel_job
 from producer.inputs import read_text_file
 from producer.processes import celery_worker_command, run_foreground, unique_node_name
@@ -203,6 +204,7 @@ def redis_cmd() -> None:
 register_image_commands(worker, submit)
 register_pipeline_commands(cli, submit)
 register_ops_commands(cli)
+cli.add_command(ui_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,8 @@
 
 ``garbage_patterns`` maps a text found in a request's messages to a kind of bad
 answer, optionally only for the first N matching requests: ``"invalid"``,
-``"truncated*1"``, ``"empty"``, ``"short*2"`` (one item fewer in ``items``).
+``"truncated*1"``, ``"empty"``, ``"short*2"`` (one item fewer in ``items``), ``"echo"``
+(the request's own text as the answer: markup in a prompt comes back from the model).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-KINDS = frozenset({"invalid", "truncated", "empty", "short"})
+KINDS = frozenset({"invalid", "truncated", "empty", "short", "echo"})
 
 
 def parse_rule(rule: str) -> tuple[str, int | None]:
@@ -25,8 +26,10 @@ def parse_rule(rule: str) -> tuple[str, int | None]:
     return kind, int(times) if times else None
 
 
-def spoil(content: str, kind: str) -> str:
-    """A bad version of a good answer."""
+def spoil(content: str, kind: str, prompt: str = "") -> str:
+    """A bad version of a good answer (``prompt``: the request's text, for ``echo``)."""
+    if kind == "echo":
+        return prompt
     if kind == "empty":
         return ""
     if kind == "invalid":
@@ -59,7 +62,7 @@ class Garbage:
             return kind
         return None
 
-    def apply(self, choices: list[dict[str, Any]], kind: str) -> None:
+    def apply(self, choices: list[dict[str, Any]], kind: str, prompt: str = "") -> None:
         for choice in choices:
             message = choice["message"]
-            message["content"] = spoil(message["content"] or "", kind)
+            message["content"] = spoil(message["content"] or "", kind, prompt)

@@ -178,11 +178,10 @@ async def chat_completions(request: web.Request) -> web.Response:
     key = state.authorize(request)
     body = await _json_body(request)
     plan = plan_chat(body, state.config)
-    spoiled = state.garbage.kind_for(
-        state.config.garbage_patterns, message_text(body.get("messages") or [])
-    )
+    text = message_text(body.get("messages") or [])
+    spoiled = state.garbage.kind_for(state.config.garbage_patterns, text)
     if spoiled is not None:
-        state.garbage.apply(plan.choices, spoiled)
+        state.garbage.apply(plan.choices, spoiled, text)
     with state.stats.tracking():
         if plan.forced_status is not None:
             raise injected_error(str(plan.forced_status), state.config.retry_after_s)
