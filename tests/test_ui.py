@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -28,7 +27,7 @@ from producer.api import submit_chapter
 from producer.client import connect
 from producer.images import submit_images
 from producer.pipelines import submit_batch, submit_persona, submit_tweets
-from tests.conftest import ROOT, Workers, genfleet_cmd
+from tests.conftest import ROOT, Workers, free_port, genfleet_cmd
 
 EXAMPLES = ROOT / "examples"
 # Read at import: the env fixture clears GENFLEET_* variables before each test.
@@ -45,12 +44,6 @@ ECHO_MARK = "ECHO-THIS-PROMPT"
 USER, PASSWORD = "editor", "s3cret-ui"
 # Direct HTTP to the loopback UI, never through a proxy.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class UiServer:
@@ -221,6 +214,8 @@ def test_jobs_and_content_in_a_browser_read_only(sim, workers: Workers, ui, brow
     browser.get(server.url + "/jobs")
     for job in (chapter, persona, tweets):
         assert row_status(browser, job.id) == store.status(job.id)
+    cost = css(browser, f'tr[data-job-id="{chapter.id}"] td.cost')[0].text
+    assert cost.startswith("$") and float(cost[1:]) > 0  # the simulator's model has a price
     # Live: jobs submitted now appear and finish on the open page, without a reload.
     batch = submit_batch("cloze", "ja", [3], ["Campus", "Food"], per_combo=2, batch_size=2,
                          review=True)  # fmt: skip

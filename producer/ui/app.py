@@ -58,6 +58,10 @@ def _secs(value: Any) -> str:
     return f"{value:.2f}s" if isinstance(value, int | float) else "-"
 
 
+def _usd(value: float) -> str:
+    return f"${value:.4f}" if value >= 0.01 else f"${value:.6f}"
+
+
 def _pretty(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2)
 
@@ -71,7 +75,7 @@ def template_env() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=_when, secs=_secs, pretty=_pretty, digest=digest)
+    env.filters.update(when=_when, secs=_secs, usd=_usd, pretty=_pretty, digest=digest)
     return env
 
 
@@ -148,7 +152,8 @@ def _job_live(request: web.Request) -> Callable[[], Awaitable[tuple[str, bool]]]
     async def live() -> tuple[str, bool]:
         view = await load(request)
         text = await in_thread(_live_html, request, view)
-        return text, view.status in C.TERMINAL_STATUSES
+        # A cancelled job's running steps still finish: follow them to the end.
+        return text, view.status in C.TERMINAL_STATUSES and not view.running
 
     return live
 

@@ -143,8 +143,9 @@ class JobPage:
 
     @property
     def can_resume(self) -> bool:
-        """Resume re-runs the steps without a result, once the job has ended."""
-        return self.ended and len(self.view.ok) < self.view.total
+        """Resume re-runs the steps without a result, once the job has ended and no
+        step is still running (a cancelled job's running steps finish first)."""
+        return self.ended and not self.view.running and len(self.view.ok) < self.view.total
 
 
 def job_page(view: JobView) -> JobPage:
