@@ -287,6 +287,11 @@ def test_cancel_and_resume_in_a_browser_with_a_credential(
         store = connect().store
         server = ui(auth=f"{USER}:{PASSWORD}")
         assert server.request("/jobs")[0] == 401
+        wrong = urllib.request.Request(server.url + "/jobs")
+        wrong.add_header("Authorization", "Basic " + base64.b64encode(b"editor:nope").decode())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            OPENER.open(wrong, timeout=10)
+        assert refused.value.code == 401
         assert server.request("/jobs", auth=True)[0] == 200
         token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         browser.execute_cdp_cmd("Network.enable", {})

@@ -23,7 +23,7 @@ from markupsafe import Markup
 from genfleet import constants as C
 from genfleet.errors import GenfleetError, JobNotFoundError
 from genfleet.records import JobView
-from genfleet.store import JobStore
+from genfleet.store import JobStore, Progress
 from producer import views
 from producer.ui import files, pages
 from producer.ui.content import content_for
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 LIVE_POLL_S = 1.0  # how often a live page's data is read again
+BIG_JOB_STEPS = 200  # a job with more steps is re-read only when its counts change
 KINDS = (C.KIND_CHAPTER, C.KIND_PERSONA, C.KIND_TWEETS, C.KIND_BATCH, C.KIND_IMAGES)
 STATUSES = (C.STATUS_QUEUED, C.STATUS_RUNNING, *sorted(C.TERMINAL_STATUSES))
 STORE = web.AppKey("store", JobStore)
@@ -119,18 +120,20 @@ def _rows_html(request: web.Request) -> Callable[[], Awaitable[tuple[str, bool]]
     kind, status = _filters(request)
 
     async def rows() -> tuple[str, bool]:
-        found = await in_thread(pages.job_rows, request.app[STORE], kind, status)
-        return render(request, "_job_rows.html", rows=found), False
+        found = await in_thread(pages.job_rows, request.app[STORE])
+        return render(request, "_job_rows.html", rows=pages.filtered(found, kind, status)), False
 
     return rows
 
 
 async def jobs_page(request: web.Request) -> web.Response:
     kind, status = _filters(request)
-    rows_html, _ = await _rows_html(request)()
+    found = await in_thread(pages.job_rows, request.app[STORE])
+    rows_html = render(request, "_job_rows.html", rows=pages.filtered(found, kind, status))
+    kinds = sorted(set(KINDS) | {r.kind for r in found} | ({kind} if kind else set()))
     return html(
         render(request, "jobs.html", rows_html=Markup(rows_html), kind=kind, status=status,
-               kinds=KINDS, statuses=STATUSES)
+               kinds=kinds, statuses=STATUSES)
     )  # fmt: skip
 
 
@@ -149,11 +152,25 @@ async def job_page(request: web.Request) -> web.Response:
 
 
 def _job_live(request: web.Request) -> Callable[[], Awaitable[tuple[str, bool]]]:
+    """The live part of a job's page. A big job is read whole only when its counts
+    moved (a cheap read), so a 10,000-step job's open page costs little."""
+    job_id = job_id_of(request)
+    store = request.app[STORE]
+    seen: list[tuple[Progress, str]] = []
+
     async def live() -> tuple[str, bool]:
+        try:
+            progress: Progress = await in_thread(store.progress, job_id)
+        except JobNotFoundError as e:
+            raise web.HTTPNotFound(text=f"{e}\n") from None
+        # A cancelled job's running steps still finish: follow them to the end.
+        done = progress.status in C.TERMINAL_STATUSES and not progress.running
+        if seen and seen[-1][0] == progress and progress.total > BIG_JOB_STEPS:
+            return seen[-1][1], done
         view = await load(request)
         text = await in_thread(_live_html, request, view)
-        # A cancelled job's running steps still finish: follow them to the end.
-        return text, view.status in C.TERMINAL_STATUSES and not view.running
+        seen[:] = [(progress, text)]
+        return text, done
 
     return live
 

@@ -77,9 +77,13 @@ def _row(o: JobOverview) -> JobRow:
     )  # fmt: skip
 
 
-def job_rows(store: JobStore, kind: str = "", status: str = "") -> list[JobRow]:
-    """The newest jobs, filtered by kind and status ('' = any)."""
-    rows = [_row(o) for o in store.overviews(store.recent(MAX_LIST_JOBS))]
+def job_rows(store: JobStore) -> list[JobRow]:
+    """The newest jobs, newest first."""
+    return [_row(o) for o in store.overviews(store.recent(MAX_LIST_JOBS))]
+
+
+def filtered(rows: list[JobRow], kind: str = "", status: str = "") -> list[JobRow]:
+    """The rows of that kind and status ('' = any)."""
     return [r for r in rows if (not kind or r.kind == kind) and (not status or r.status == status)]
 
 
