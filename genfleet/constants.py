@@ -15,6 +15,9 @@ unless noted):
     hash step_id -> JSON step result of the last failed attempt.
 ``genfleet:job:{job_id}:running``
     hash step_id -> start timestamp of steps in flight.
+``genfleet:job:{job_id}:claims``
+    hash step_id -> "owner expiry": the attempt allowed to call the provider for a
+    step (``genfleet/claims.py``); expiry is Redis time, renewed while it works.
 ``genfleet:jobs``
     sorted set job_id -> created_at; the index behind ``genfleet jobs`` (no TTL;
     entries whose job hash has expired are pruned when listed).
@@ -68,6 +71,7 @@ KEY_JOB_OK = KEY_JOB + ":ok"
 KEY_JOB_FAILED = KEY_JOB + ":failed"
 KEY_JOB_RUNNING = KEY_JOB + ":running"
 KEY_JOB_INPUTS = KEY_JOB + ":inputs"
+KEY_JOB_CLAIMS = KEY_JOB + ":claims"
 KEY_JOB_INDEX = KEY_PREFIX + ":jobs"
 KEY_LIMITER_PREFIX = KEY_PREFIX + ":lim"
 KEY_CACHE = KEY_PREFIX + ":cache:{digest}"  # a cached chat response (TTL LLM_CACHE_TTL_S)
@@ -125,6 +129,14 @@ RETRY_AFTER_MAX_S = 120.0  # a provider's Retry-After above this is capped
 RATE_LIMITED_MAX_RETRIES = 10
 INLINE_WAIT_MAX_S = 3.0  # longer waits re-schedule the task instead of blocking a slot
 REDIS_OUTAGE_MAX_WAIT_S = 120.0  # a step waits this long for Redis to come back
+# A paid-for result is kept in memory and stored again until Redis takes it (a
+# restart, maxmemory) for up to this long: storing it beats calling a second time.
+RESULT_SAVE_MAX_WAIT_S = 6 * 3600.0
+
+# Leases: a step's claim and a call's concurrency slot live LEASE_S in Redis and are
+# renewed every LEASE_RENEW_S while the work runs, so a dead worker's come back fast.
+LEASE_S = 8.0
+LEASE_RENEW_S = 2.0
 
 # Limiter
 # Keys (see workers/limiter.py): {scope} is Scope.redis_part(), never an API key.

@@ -78,6 +78,15 @@ class RateLimitedError(TransientLLMError):
     """The provider answered 429."""
 
 
+class MalformedAnswerError(TransientLLMError):
+    """The provider answered 2xx with something that is not a chat answer (HTML, an
+    empty body, ``{}``, no choices, null content): retried like a 5xx."""
+
+
+class CallDeadlineError(TransientLLMError):
+    """No complete answer within ``LLM_TIMEOUT_S`` (a wall-clock deadline); abandoned."""
+
+
 class PermanentLLMError(LLMError):
     """Retrying cannot help: 400, 401, 403, 404, 422, content policy."""
 
@@ -92,3 +101,25 @@ class InvalidOutputError(LLMError):
 
 class BudgetExceededError(PermanentLLMError):
     """A call was not made: its job's budget (or the day's) would be passed."""
+
+
+MASK = "[secret]"
+_MIN_SECRET_CHARS = 6  # shorter "keys" would mask ordinary words
+
+
+def mask_text(text: str, secrets: list[str]) -> str:
+    """``text`` with every configured secret in it replaced by ``[secret]``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= _MIN_SECRET_CHARS and secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def mask_secrets(error: LLMError, secrets: list[str]) -> LLMError:
+    """The same error with any secret masked in its message (a provider that echoes
+    the ``Authorization`` header must not put the key in results or logs)."""
+    if error.args and isinstance(error.args[0], str):
+        masked = mask_text(error.args[0], secrets)
+        if masked != error.args[0]:
+            error.args = (masked, *error.args[1:])
+    return error

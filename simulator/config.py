@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.faults import parse_malformed_rule
 from simulator.garbage import parse_rule
 
 TIMEOUT_ERROR = "timeout"  # the error_rates key that makes a request hang
@@ -30,6 +31,10 @@ RUNTIME_FIELDS = frozenset(
         "retry_after_s",
         "garbage_patterns",
         "valid_keys",
+        "malformed_patterns",
+        "drip_s",
+        "retry_after_text",
+        "echo_auth",
     }
 )
 
@@ -94,6 +99,13 @@ class SimulatorConfig:
     # A chat request whose messages contain one of these texts gets a spoiled answer
     # (see simulator/garbage.py): "invalid", "truncated", "empty", "short", "kind*N".
     garbage_patterns: Mapping[str, str] = field(default_factory=dict)
+    # A hostile provider (see simulator/faults.py): malformed 200 bodies for requests
+    # with these texts, answers dripped a byte every drip_s, a garbage Retry-After on
+    # injected 429s, error messages that repeat the Authorization header.
+    malformed_patterns: Mapping[str, str] = field(default_factory=dict)
+    drip_s: float = 0.0
+    retry_after_text: str = ""
+    echo_auth: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -105,6 +117,7 @@ class SimulatorConfig:
             "timeout_s",
             "image_task_seconds",
             "retry_after_s",
+            "drip_s",
         ):
             _check_min(name, getattr(self, name), 0.0)
         for name in ("rpm", "tpm"):
@@ -124,6 +137,9 @@ class SimulatorConfig:
         for rule in self.garbage_patterns.values():
             parse_rule(str(rule))
         object.__setattr__(self, "garbage_patterns", dict(self.garbage_patterns))
+        for rule in self.malformed_patterns.values():
+            parse_malformed_rule(str(rule))
+        object.__setattr__(self, "malformed_patterns", dict(self.malformed_patterns))
 
     def updated(self, changes: Mapping[str, Any]) -> SimulatorConfig:
         """Return a copy with run-time ``changes`` applied; raise ValueError on bad ones."""
@@ -139,4 +155,5 @@ class SimulatorConfig:
             "fail_patterns": dict(self.fail_patterns),
             "valid_keys": list(self.valid_keys),
             "garbage_patterns": dict(self.garbage_patterns),
+            "malformed_patterns": dict(self.malformed_patterns),
         }

@@ -26,6 +26,7 @@ from simulator.caps import KeyCaps
 from simulator.chat import completion_body, int_field, plan_chat
 from simulator.config import TIMEOUT_ERROR, SimulatorConfig
 from simulator.errors import ApiError, cap_error, injected_error, moderation_error
+from simulator.faults import Malformed, dripped_response, echoing_auth, malformed_response
 from simulator.garbage import Garbage
 from simulator.images import DEFAULT_SIZE, parse_size, render_b64, render_png
 from simulator.stats import Stats, key_id
@@ -64,6 +65,7 @@ class SimulatorState:
         self.stats = Stats()
         self.tasks: dict[str, ImageTask] = {}
         self.garbage = Garbage()
+        self.malformed = Malformed()
         self.reseed()
 
     def reseed(self) -> None:
@@ -76,6 +78,7 @@ class SimulatorState:
         self.stats.reset()
         self.caps.reset()
         self.garbage = Garbage()
+        self.malformed = Malformed()
         self.reseed()
 
     def authorize(self, request: web.Request) -> str:
@@ -172,7 +175,7 @@ def _size_field(body: Mapping[str, Any]) -> tuple[int, int]:
 # --- chat and images ---------------------------------------------------------------
 
 
-async def chat_completions(request: web.Request) -> web.Response:
+async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``."""
     state = request.app[STATE]
     key = state.authorize(request)
@@ -182,6 +185,7 @@ async def chat_completions(request: web.Request) -> web.Response:
     spoiled = state.garbage.kind_for(state.config.garbage_patterns, text)
     if spoiled is not None:
         state.garbage.apply(plan.choices, spoiled, text)
+    state.stats.record_chat_call(plan.prompt_hash)
     with state.stats.tracking():
         if plan.forced_status is not None:
             raise injected_error(str(plan.forced_status), state.config.retry_after_s)
@@ -190,10 +194,15 @@ async def chat_completions(request: web.Request) -> web.Response:
         except ApiError as e:
             e.headers.update(state.rate_headers(key))
             raise
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        doc = completion_body(plan, completion_id, int(time.time()))
+        malformed = state.malformed.kind_for(state.config.malformed_patterns, text)
+        if malformed is not None:
+            return malformed_response(malformed, doc)
+        if state.config.drip_s > 0:
+            return await dripped_response(request, doc, state.config.drip_s)
     state.stats.record_chat(plan.prompt_hash, plan.prompt_tokens, plan.completion_tokens)
-    completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    body = completion_body(plan, completion_id, int(time.time()))
-    return web.json_response(body, headers=state.rate_headers(key))
+    return web.json_response(doc, headers=state.rate_headers(key))
 
 
 async def _draw_b64(prompt: str, width: int, height: int, variant: int) -> str:
@@ -319,7 +328,7 @@ async def _errors_and_counts(
         try:
             response = await handler(request)
         except ApiError as e:
-            response = web.json_response(e.body, status=e.status, headers=e.headers)
+            response = _error_response(request, e)
         except web.HTTPException as e:
             status = str(e.status)
             raise
@@ -333,6 +342,17 @@ async def _errors_and_counts(
             route = request.match_info.route.resource
             path = route.canonical if route is not None else request.path
             request.app[STATE].stats.record(path, key_id(_bearer(request)), status, arrived)
+
+
+def _error_response(request: web.Request, error: ApiError) -> web.Response:
+    config = request.app[STATE].config
+    body, headers = error.body, dict(error.headers)
+    if config.echo_auth:
+        body = echoing_auth(body, request.headers.get("Authorization", ""))
+    if error.status == 429 and config.retry_after_text:
+        headers.pop("retry-after-ms", None)
+        headers["Retry-After"] = config.retry_after_text
+    return web.json_response(body, status=error.status, headers=headers)
 
 
 def create_app(

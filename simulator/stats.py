@@ -32,6 +32,8 @@ class Stats:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.chat_by_prompt: Counter[str] = Counter()
+        # every chat call that got past authentication, whatever its answer
+        self.chat_calls_by_prompt: Counter[str] = Counter()
         self.max_in_flight = self.in_flight
         # (arrival time, status, key id) of the latest calls, for tests that check timing
         self.recent: deque[tuple[float, str, str]] = deque(maxlen=RECENT_CALLS)
@@ -50,6 +52,10 @@ class Stats:
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
         self.chat_by_prompt[prompt_hash] += 1
+
+    def record_chat_call(self, prompt_hash: str) -> None:
+        """Count one chat call that reached the provider (before its answer is known)."""
+        self.chat_calls_by_prompt[prompt_hash] += 1
 
     @contextmanager
     def tracking(self) -> Iterator[None]:
@@ -76,5 +82,6 @@ class Stats:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "chat_by_prompt": dict(self.chat_by_prompt),
+            "chat_calls_by_prompt": dict(self.chat_calls_by_prompt),
             "recent": [list(call) for call in self.recent],
         }

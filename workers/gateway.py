@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import openai
 import redis
 
 from genfleet import constants as C
@@ -26,6 +25,7 @@ from genfleet.errors import (
     PermanentLLMError,
     RateLimitedError,
     TransientLLMError,
+    mask_secrets,
 )
 from genfleet.outage import REDIS_DOWN
 from genfleet.prices import load_prices
@@ -36,10 +36,12 @@ from workers.budget import BudgetAsk, Budgets, make_ask
 from workers.cache import ResponseCache, cache_digest
 from workers.callstats import CallStats, Cost
 from workers.gateway_types import CallContext, ChatRequest, ChatResult, RetryLater
+from workers.heartbeat import renewing
 from workers.keypool import ApiKey, KeyPool, keys_from_settings
 from workers.limiter import ClusterLimiter, Denied, Grant, Scope
+from workers.provider_call import HeaderSink, call_chat
 from workers.ratelimit_headers import LearnedLimits
-from workers.retry import classify, retry_delay
+from workers.retry import retry_delay
 
 __all__ = ["CallContext", "ChatRequest", "ChatResult", "LLMGateway", "RetryLater"]
 
@@ -80,8 +82,14 @@ class LLMGateway:
                 return hit
         result = self._chat_with_retries(request, ctx)
         if digest:
-            self.cache.put(digest, result)
+            self._cache_put(digest, result)
         return result
+
+    def _cache_put(self, digest: str, result: ChatResult) -> None:
+        try:
+            self.cache.put(digest, result)
+        except REDIS_DOWN as e:  # the answer is paid for: keep it, lose the cache entry
+            logger.warning("response not cached (%s)", e.__class__.__name__)
 
     def _chat_with_retries(self, request: ChatRequest, ctx: CallContext) -> ChatResult:
         tally = _Tally(ctx.attempts_used, ctx.rate_limited_used)
@@ -89,56 +97,102 @@ class LLMGateway:
         while True:
             key, grant, waited = self._admit(request, ctx, tokens, tally)
             tally.attempts += 1
-            attempts = tally.attempts
-            try:
-                result = self._call_once(key, request, attempts)
-            except TransientLLMError as e:
-                tally.rate_limited += isinstance(e, RateLimitedError)
-                delay = self._after_transient(key, grant, request, e, ctx, tally, waited)
-            except PermanentLLMError as e:
-                self._release(grant, ok=False)
-                self.stats.add(ctx.job_id, key.key_id, calls=1, failed=1, wait_s=waited)
-                if e.status in _AUTH_STATUSES:
-                    self.pool.disable(key, f"HTTP {e.status} from the provider")
+            outcome = self._attempt(key, grant, request, ctx, tally.attempts)
+            if isinstance(outcome, ChatResult):
+                self._after_success(key, grant, request.model, outcome, ctx, waited)
+                return outcome
+            if isinstance(outcome, TransientLLMError):
+                tally.rate_limited += isinstance(outcome, RateLimitedError)
+                delay = self._after_transient(key, outcome, ctx, tally, waited)
+            else:
+                self.stats.add(ctx.job_id, key.key_id, failed=1, wait_s=waited)
+                if outcome.status in _AUTH_STATUSES:
+                    self.pool.disable(key, f"HTTP {outcome.status} from the provider")
                     tally.attempts -= 1  # the key was bad, not the request: try another key
                     continue
-                raise _located(e, ctx, attempts) from None
-            else:
-                self._after_success(key, grant, request.model, result, ctx, waited)
-                return result
+                raise _located(outcome, ctx, tally.attempts) from None
             if delay > C.INLINE_WAIT_MAX_S:
                 raise RetryLater(
-                    delay, attempts, "backoff after a transient error", tally.rate_limited
+                    delay, tally.attempts, "backoff after a transient error", tally.rate_limited
                 )
             time.sleep(delay)
+
+    def _attempt(
+        self, key: ApiKey, grant: Grant, request: ChatRequest, ctx: CallContext, attempts: int
+    ) -> ChatResult | LLMError:
+        """One call under its grant: the lease is renewed while the call runs and given
+        back (its budget settled) whatever happens; a 429 is reported to every worker."""
+        self.stats.add(ctx.job_id, key.key_id, calls=1)  # counted before: a crash is a call
+        ok, actual, cost = False, None, 0.0
+        try:
+            with renewing(f"limiter lease {grant.lease_id}", lambda: self._renew(grant, key)):
+                result = call_chat(
+                    self.pool.client_for(key), request, key.provider,
+                    self.settings.llm_timeout_s, attempts, self._header_sink(key, request.model),
+                )  # fmt: skip
+            ok, cost = True, self._price(key, request.model, result)
+            # In auto-TPM mode the reservation stays: it is in the provider's units.
+            actual = None if key.limits.auto_tpm else result.tokens_in + result.tokens_out
+            return result
+        except LLMError as e:
+            error = mask_secrets(e, self.pool.secrets())
+            if isinstance(error, RateLimitedError):
+                self._report_rate_limited(key, request, error, ctx)
+            return error
+        finally:
+            self._release(grant, actual_tokens=actual, ok=ok, cost=cost)
+
+    def _price(self, key: ApiKey, model: str, result: ChatResult) -> float:
+        """Set the result's cost from the price table; the cost to settle (0 if unknown)."""
+        price = self.prices.price(result.model, key.provider) or self.prices.price(
+            model, key.provider
+        )
+        result.cost_usd = price.cost(result.tokens_in, result.tokens_out) if price else None
+        return result.cost_usd or 0.0
+
+    def _header_sink(self, key: ApiKey, model: str) -> HeaderSink | None:
+        if not (key.limits.auto_rpm or key.limits.auto_tpm):
+            return None
+        return lambda headers: self._learn(key, model, headers)
+
+    def _renew(self, grant: Grant, key: ApiKey) -> None:
+        if not self.limiter.renew(grant, key.limits.lease_s):
+            logger.warning("limiter lease %s had expired while its call ran", grant.lease_id)
+
+    def _report_rate_limited(
+        self, key: ApiKey, request: ChatRequest, error: RateLimitedError, ctx: CallContext
+    ) -> None:
+        scope = Scope(key.provider, key.key_id, request.model)
+        try:
+            cooldown = self.limiter.report_rate_limited(scope, key.limits, error.retry_after_s)
+        except REDIS_DOWN as e:
+            logger.warning("job %s step %s: 429 not shared (%s)", ctx.job_id, ctx.step,
+                           e.__class__.__name__)  # fmt: skip
+            return
+        logger.warning(
+            "job %s step %s: 429 on key %s; every worker pauses it for %.2fs",
+            ctx.job_id, ctx.step, key.key_id, cooldown,
+        )  # fmt: skip
 
     def _after_success(
         self, key: ApiKey, grant: Grant, model: str, result: ChatResult, ctx: CallContext,
         waited: float,
     ) -> None:  # fmt: skip
-        price = self.prices.price(result.model, key.provider) or self.prices.price(
-            model, key.provider
-        )
-        result.cost_usd = price.cost(result.tokens_in, result.tokens_out) if price else None
-        # In auto-TPM mode the reservation stays: it is in the provider's units.
-        actual = None if key.limits.auto_tpm else result.tokens_in + result.tokens_out
-        self._release(grant, actual_tokens=actual, ok=True, cost=result.cost_usd or 0.0)
         result.key_id = key.key_id
         result.limiter_wait_s = round(waited, 4)
         result.effective_concurrency = grant.effective_concurrency
         self.stats.add(
-            ctx.job_id, key.key_id, calls=1, ok=1, tokens_in=result.tokens_in,
+            ctx.job_id, key.key_id, ok=1, tokens_in=result.tokens_in,
             tokens_out=result.tokens_out, wait_s=waited,
             effective_concurrency=grant.effective_concurrency, model=model,
             cost=Cost(model, result.cost_usd),
         )  # fmt: skip
 
     def _after_transient(
-        self, key: ApiKey, grant: Grant, request: ChatRequest, error: TransientLLMError,
-        ctx: CallContext, tally: _Tally, waited: float,
+        self, key: ApiKey, error: TransientLLMError, ctx: CallContext, tally: _Tally,
+        waited: float,
     ) -> float:  # fmt: skip
-        """Release, count, tell the limiter about a 429; return the delay before a retry."""
-        self._release(grant, ok=False)
+        """Count a transient failure; raise it if it was the last try, else the delay."""
         attempts = tally.attempts
         limited = isinstance(error, RateLimitedError)
         max_retries = self.max_retries if ctx.max_retries is None else ctx.max_retries
@@ -147,17 +201,10 @@ class LLMGateway:
         else:
             final = attempts - tally.rate_limited > max_retries
         self.stats.add(
-            ctx.job_id, key.key_id, calls=1, failed=int(final), retries=int(not final),
+            ctx.job_id, key.key_id, failed=int(final), retries=int(not final),
             rate_limited=int(limited), server_errors=int((error.status or 0) >= 500),
             wait_s=waited,
         )  # fmt: skip
-        if limited:
-            scope = Scope(key.provider, key.key_id, request.model)
-            cooldown = self.limiter.report_rate_limited(scope, key.limits, error.retry_after_s)
-            logger.warning(
-                "job %s step %s: 429 on key %s; every worker pauses it for %.2fs",
-                ctx.job_id, ctx.step, key.key_id, cooldown,
-            )  # fmt: skip
         if final:
             raise _located(error, ctx, attempts)
         # After a 429 the shared cooldown holds every worker back; admission waits for it.
@@ -170,7 +217,7 @@ class LLMGateway:
 
     def _release(self, grant: Grant, cost: float = 0.0, **kw: Any) -> None:
         """Give the lease back and settle its budget reservation with ``cost`` (what
-        the provider billed); in a Redis outage the lease expires by itself."""
+        the provider billed); in a Redis outage the lease expires within ``LEASE_S``."""
         try:
             self.limiter.release(grant, **kw)
             if grant.budget is not None:
@@ -281,43 +328,6 @@ class LLMGateway:
                     "key %s model %s: effective concurrency %d -> %d",
                     scope.key_id, scope.model, before, value,
                 )  # fmt: skip
-
-    def _call_once(self, key: ApiKey, request: ChatRequest, attempts: int) -> ChatResult:
-        kwargs: dict[str, Any] = {
-            "model": request.model,
-            "messages": request.messages,
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-        }
-        if request.response_format is not None:
-            kwargs["response_format"] = request.response_format
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
-        started = time.monotonic()
-        completions = self.pool.client_for(key).chat.completions
-        try:
-            if not (key.limits.auto_rpm or key.limits.auto_tpm):
-                completion = completions.create(**kwargs)
-            else:
-                raw = completions.with_raw_response.create(**kwargs)
-                self._learn(key, request.model, raw.headers)
-                completion = raw.parse()
-        except openai.OpenAIError as e:
-            auto = key.limits.auto_rpm or key.limits.auto_tpm
-            if isinstance(e, openai.APIStatusError) and auto:
-                self._learn(key, request.model, e.response.headers)
-            raise classify(e, provider=key.provider, model=request.model) from e
-        choice = completion.choices[0]
-        usage = completion.usage
-        return ChatResult(
-            text=choice.message.content or "",
-            model=completion.model or request.model,
-            tokens_in=usage.prompt_tokens if usage else 0,
-            tokens_out=usage.completion_tokens if usage else 0,
-            finish_reason=choice.finish_reason or "",
-            attempts=attempts,
-            seconds=time.monotonic() - started,
-        )
 
     def _learn(self, key: ApiKey, model: str, headers: Any) -> None:
         """Keep what the answer's x-ratelimit-* headers say (``auto`` limits)."""

@@ -32,7 +32,11 @@ LEASE_MARGIN_MAX_S = 30.0  # a lease outlives the call's timeout by up to this m
 
 
 def lease_seconds(timeout_s: float) -> float:
-    """How long a call's concurrency lease lives if its worker dies mid-call."""
+    """How long an unrenewed lease must live for a call of ``timeout_s`` (image calls).
+
+    LLM calls do not use this: the gateway renews their leases while they run, so
+    theirs live only ``LEASE_S`` and a dead worker's slot comes back within seconds.
+    """
     return timeout_s + min(LEASE_MARGIN_MAX_S, timeout_s)
 
 
@@ -69,7 +73,7 @@ def _env_key(name: str, path: Path) -> str:
     return value
 
 
-def keys_from_file(path: Path, lease_s: float) -> list[ApiKey]:
+def keys_from_file(path: Path, lease_s: float = C.LEASE_S) -> list[ApiKey]:
     """Read a providers.toml; one clear line on any problem."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -97,7 +101,7 @@ def keys_from_file(path: Path, lease_s: float) -> list[ApiKey]:
 
 def keys_from_settings(settings: Settings) -> list[ApiKey]:
     """The pool as the settings describe it."""
-    lease_s = lease_seconds(settings.llm_timeout_s)
+    lease_s = C.LEASE_S  # renewed by the gateway while a call runs
     if settings.genfleet_providers:
         return keys_from_file(settings.genfleet_providers, lease_s)
     secrets = settings.api_keys()
@@ -123,6 +127,10 @@ class KeyPool:
         self.timeout_s = timeout_s
         self._clients: dict[str, openai.OpenAI] = {}
         self._lock = threading.Lock()
+
+    def secrets(self) -> list[str]:
+        """The key texts, for masking them out of provider errors (never to show)."""
+        return [k.secret for k in self.keys]
 
     def usable(self) -> list[ApiKey]:
         """Keys not taken out of the pool."""

@@ -66,7 +66,7 @@ class Limits:
     max_concurrent: int
     rpm: int = 0
     tpm: int = 0
-    lease_s: float = 120.0  # a lease not released within this is expired (killed worker)
+    lease_s: float = C.LEASE_S  # renewed while the call runs; else expires (killed worker)
     auto_rpm: bool = False  # rpm/tpm learned from the provider's headers (ratelimit_headers)
     auto_tpm: bool = False
 
@@ -111,6 +111,7 @@ class ClusterLimiter:
         self.window_s = C.LIMITER_WINDOW_S + window_margin_s
         self._acquire = client.register_script(limiter_lua.ACQUIRE)
         self._release = client.register_script(limiter_lua.RELEASE)
+        self._renew = client.register_script(limiter_lua.RENEW)
         self._report = client.register_script(limiter_lua.REPORT_RATE_LIMITED)
         self._snapshot = client.register_script(limiter_lua.SNAPSHOT)
 
@@ -180,6 +181,12 @@ class ClusterLimiter:
                 "limiter %s: lease %s had expired or was released twice (job %s)",
                 grant.scope, grant.lease_id, job_id or "-",
             )  # fmt: skip
+
+    def renew(self, grant: Grant, lease_s: float, *, now: float | None = None) -> bool:
+        """Keep a grant's slot ``lease_s`` more seconds while its call runs; False if the
+        lease had already expired (then it is not brought back)."""
+        keys = [_scope_keys(grant.scope)[2], _job_keys(_lease_job_id(grant.lease_id))[1]]
+        return bool(int(self._renew(keys=keys, args=[now or 0, grant.lease_id, lease_s])))
 
     def report_rate_limited(
         self,

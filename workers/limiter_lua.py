@@ -224,6 +224,22 @@ return 0
 """
 )
 
+# KEYS: 1 leases, 2 job leases
+# ARGV: 1 now, 2 lease id, 3 lease_s
+# Returns 1 when the lease was live and now lives lease_s more, 0 when it was gone.
+RENEW = (
+    PRELUDE
+    + """
+local now = clock(ARGV[1])
+local expiry = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[2]))
+if expiry == nil or expiry <= now then return 0 end
+local until_ = now + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], 'XX', until_, ARGV[2])
+redis.call('ZADD', KEYS[2], 'XX', until_, ARGV[2])
+return 1
+"""
+)
+
 # KEYS: 1 cooldown, 2 state
 # ARGV: 1 now, 2 retry_after_s (< 0: none), 3 max_concurrent, 4 ttl_ms,
 #       5 backoff initial, 6 backoff max, 7 decrease gap

@@ -6,6 +6,7 @@ The SDK's own retries are off (``max_retries=0``); only this module decides.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -24,23 +25,39 @@ TRANSIENT_STATUSES = frozenset({408, 409, 429})
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds a provider asked us to wait (``retry-after-ms`` or ``Retry-After``)."""
+    """Seconds a provider asked us to wait (``retry-after-ms`` or ``Retry-After``).
+
+    Never raises: a value that is not a number of seconds or an HTTP date (``soon``,
+    ``nan``, an impossible date) is no hint at all.
+    """
     if not headers:
         return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
+    try:
+        raw_ms, raw = headers.get("retry-after-ms"), headers.get("retry-after")
+    except Exception:  # a header mapping that cannot even be read
+        return None
+    from_ms = _seconds(raw_ms, scale=1000.0)
+    return from_ms if from_ms is not None else _seconds(raw) if raw else None
+
+
+def _seconds(raw: object, scale: float = 1.0) -> float | None:
+    """A delay from a number of (milli)seconds or, at scale 1, an HTTP date."""
+    if not isinstance(raw, str) or not raw.strip():
         return None
     try:
-        return max(0.0, float(raw))
+        value = float(raw) / scale
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        return _date_delay(raw) if scale == 1.0 else None
+    return max(0.0, value) if math.isfinite(value) else None
+
+
+def _date_delay(raw: str) -> float | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+        delay = parsed.timestamp() - time.time()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, delay) if math.isfinite(delay) else None
 
 
 def classify(exc: Exception, *, provider: str, model: str) -> LLMError:

@@ -1,8 +1,9 @@
-"""Running one step of a job: exactly-once results, failures recorded, never raised.
+"""Running one step of a job: exactly-once calls, failures recorded, never raised.
 
-Plain logic, no Celery. A step whose result is already stored is not run again (a
-redelivered message after a lost worker costs no second call). A failure is stored
-with its error and the raw answer, so it never sinks its siblings.
+Plain logic, no Celery. A step whose result is already stored is not run again; a
+step another attempt is working on (a live claim) is not run in parallel. A failure
+is stored with its error and the raw answer, so it never sinks its siblings; a Redis
+outage is not a failure: the step waits for Redis.
 """
 
 from __future__ import annotations
@@ -13,25 +14,31 @@ from collections.abc import Callable
 from typing import Any
 
 from genfleet import constants as C
+from genfleet.claims import StepClaims, new_owner
 from genfleet.errors import BudgetExceededError, InvalidOutputError, LLMError, StepSkipped
-from genfleet.outage import through_outage
+from genfleet.outage import REDIS_DOWN, through_outage
 from genfleet.records import JobRecord, StepResult
 from genfleet.store import JobStore
 from workers.gateway import CallContext, ChatResult, RetryLater
+from workers.heartbeat import renewing
 
 logger = logging.getLogger(__name__)
 
+CLAIM_POLL_S = 0.5  # how often a second delivery looks whether the claim was freed
 Work = Callable[[JobRecord, CallContext], tuple[Any, ChatResult | None]]
 
 
 def execute_step(
     store: JobStore, job_id: str, step_id: str, index: int, work: Work, ctx: CallContext,
-    worker: str = "",
+    worker: str = "", owner: str = "",
 ) -> StepResult | None:  # fmt: skip
     """Run ``work`` for a step unless its result exists; store and return the result.
 
+    The step claims itself first (``genfleet.claims``) and holds the claim, renewed,
+    until its result is stored: another delivery of the same step waits meanwhile.
     Returns None when the job was cancelled. Raises ``RetryLater`` for the task to
-    re-schedule itself.
+    re-schedule itself, and a ``REDIS_DOWN`` error for it to wait for Redis: a Redis
+    outage is never the step's failure.
     """
     existing = store.step_ok(job_id, step_id)
     if existing is not None:
@@ -40,48 +47,105 @@ def execute_step(
     if store.status(job_id) == C.STATUS_CANCELLED:
         logger.info("job %s step %s: job cancelled; step skipped", job_id, step_id)
         return None
+    owner = owner or new_owner()
+    claims = StepClaims(store.r, store.ttl_s)
+    _claim(claims, job_id, step_id, owner, ctx)
+    try:
+        renew = lambda: claims.claim(job_id, step_id, owner)  # noqa: E731
+        with renewing(f"job {job_id} step {step_id} claim", renew):
+            return _run_claimed(store, job_id, step_id, index, work, ctx, worker)
+    finally:
+        _release_claim(claims, job_id, step_id, owner)
+
+
+def _claim(claims: StepClaims, job_id: str, step_id: str, owner: str, ctx: CallContext) -> None:
+    """Take the step's claim, waiting briefly for a live one; else ``RetryLater``."""
+    waited = 0.0
+    while True:
+        claim = claims.claim(job_id, step_id, owner)
+        if claim.held:
+            if claim.took_over:
+                logger.warning("job %s step %s: attempt %s died holding the step; taking over",
+                               job_id, step_id, claim.owner)  # fmt: skip
+            return
+        delay = min(max(claim.left_s, CLAIM_POLL_S), C.LEASE_S)
+        if waited + delay > C.INLINE_WAIT_MAX_S:
+            logger.info("job %s step %s: attempt %s is working on it; re-scheduled",
+                        job_id, step_id, claim.owner)  # fmt: skip
+            raise RetryLater(max(delay, CLAIM_POLL_S), ctx.attempts_used,
+                             "another attempt holds the step", ctx.rate_limited_used)  # fmt: skip
+        time.sleep(delay)
+        waited += delay
+
+
+def _release_claim(claims: StepClaims, job_id: str, step_id: str, owner: str) -> None:
+    try:
+        claims.release(job_id, step_id, owner)
+    except REDIS_DOWN as e:  # it expires by itself within LEASE_S
+        logger.warning("job %s step %s: claim not released (%s); it will expire",
+                       job_id, step_id, e.__class__.__name__)  # fmt: skip
+
+
+def _run_claimed(
+    store: JobStore, job_id: str, step_id: str, index: int, work: Work, ctx: CallContext,
+    worker: str,
+) -> StepResult | None:  # fmt: skip
+    existing = store.step_ok(job_id, step_id)  # stored between our first look and the claim
+    if existing is not None:
+        return existing
     record = store.record(job_id)
     apply_job_options(ctx, record)
     store.mark_started(job_id, step_id)
-    started = time.time()
+    result = _outcome(job_id, step_id, index, work, ctx, worker, record)
+    saved = through_outage(
+        lambda: store.save_step(job_id, result), f"job {job_id} step {step_id} result",
+        max_wait_s=C.RESULT_SAVE_MAX_WAIT_S,
+    )  # fmt: skip
+    if not saved:
+        logger.info("job %s step %s: a result was stored meanwhile; keeping it", job_id, step_id)
+        return store.step_ok(job_id, step_id)
+    return result
+
+
+def _outcome(
+    job_id: str, step_id: str, index: int, work: Work, ctx: CallContext, worker: str,
+    record: JobRecord,
+) -> StepResult:  # fmt: skip
+    """Run the work; its result, or its failure as a result. Redis errors propagate."""
     base: dict[str, Any] = {
         "step_id": step_id,
         "index": index,
-        "started_at": started,
+        "started_at": time.time(),
         "worker": worker,
     }
     try:
         output, call = work(record, ctx)
     except RetryLater:
         raise
+    except REDIS_DOWN:
+        raise
     except StepSkipped as e:
         logger.warning("job %s step %s skipped: %s", job_id, step_id, e)
-        result = _failure(job_id, base, e, attempts=0)
+        return _failure(job_id, base, e, attempts=0)
     except BudgetExceededError as e:
-        result = _failure(job_id, base, e, attempts=0, error_type=C.STEP_BUDGET_EXCEEDED)
+        return _failure(job_id, base, e, attempts=0, error_type=C.STEP_BUDGET_EXCEEDED)
     except InvalidOutputError as e:
-        result = _failure(job_id, base, e, raw=e.raw, attempts=max(1, e.attempts))
+        return _failure(job_id, base, e, raw=e.raw, attempts=max(1, e.attempts))
     except LLMError as e:
-        result = _failure(job_id, base, e, attempts=max(1, e.attempts))
+        return _failure(job_id, base, e, attempts=max(1, e.attempts))
     except Exception as e:  # a defect must not sink the job: record it, keep serving
         logger.exception("job %s step %s: unexpected error", job_id, step_id)
-        result = _failure(job_id, base, e, attempts=ctx.attempts_used + 1)
-    else:
-        result = StepResult(
-            **base, ok=True, output=output, finished_at=time.time(),
-            attempts=call.attempts if call else 1,
-            tokens_in=call.tokens_in if call else 0,
-            tokens_out=call.tokens_out if call else 0,
-            model=call.model if call else "",
-            cached=call.cached if call else False,
-            cost_usd=call.cost_usd if call else 0.0,
-            meta=_call_meta(call),
-        )  # fmt: skip
-    saved = through_outage(lambda: store.save_step(job_id, result), f"job {job_id} step {step_id}")
-    if not saved:
-        logger.info("job %s step %s: a result was stored meanwhile; keeping it", job_id, step_id)
-        return store.step_ok(job_id, step_id)
-    return result
+        return _failure(job_id, base, e, attempts=ctx.attempts_used + 1)
+    return StepResult(
+        **base, ok=True, output=output, finished_at=time.time(),
+        attempts=call.attempts if call else 1,
+        tokens_in=call.tokens_in if call else 0,
+        tokens_out=call.tokens_out if call else 0,
+        model=call.model if call else "",
+        cached=call.cached if call else False,
+        cost_usd=call.cost_usd if call else 0.0,
+        meta=_call_meta(call),
+    )  # fmt: skip
 
 
 def apply_job_options(ctx: CallContext, record: JobRecord) -> None:

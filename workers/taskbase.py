@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Task
 
+from genfleet.claims import new_owner
 from genfleet.outage import REDIS_DOWN, through_outage
 from workers import runtime
 from workers.gateway import CallContext, RetryLater
@@ -43,13 +44,15 @@ def run_step(
     """
     check_ids(job_id, step_id)
     ctx = CallContext(job_id=job_id, step=step_id, attempts_used=used, rate_limited_used=limited)
+    owner = new_owner()  # one claimant for this delivery, across waits for Redis
     try:
         result = through_outage(
             lambda: execute_step(
-                runtime.store(), job_id, step_id, index, work, ctx, task.request.hostname or ""
+                runtime.store(), job_id, step_id, index, work, ctx,
+                task.request.hostname or "", owner,
             ),
             f"job {job_id} step {step_id}",
-        )
+        )  # fmt: skip
     except RetryLater as e:
         logger.info("job %s step %s: re-scheduled in %.1fs", job_id, step_id, e.delay_s)
         carried = {"attempts_used": e.attempts, "rate_limited_used": e.rate_limited}

@@ -1,0 +1,96 @@
+"""Exactly once under faults, on real workers: each step is called once at the provider
+(the simulator's per-prompt counters), except the calls a killed worker had in flight.
+
+Slow (real calls of several seconds): marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import redis
+
+from genfleet import constants as C
+from producer.pipelines import submit_tweets
+from tests.conftest import Workers
+from tests.test_faults import PERSONA, calendar, tweet_prompt_hash, wait_for
+
+pytestmark = pytest.mark.slow
+
+SHORT_VISIBILITY = {"BROKER_VISIBILITY_TIMEOUT_S": "5"}
+
+
+def _calls(sim, cal: dict, counter: str = "chat_calls_by_prompt") -> dict[str, int]:
+    by_prompt = sim.stats()[counter]
+    return {date: by_prompt.get(tweet_prompt_hash(date, plan), 0)
+            for date, plan in cal["calendar"].items()}  # fmt: skip
+
+
+def _lease_expiries(r: redis.Redis) -> list[float]:
+    out: list[float] = []
+    for key in r.scan_iter(f"{C.KEY_LIMITER_PREFIX}:*:leases"):
+        if ":job:" not in key:
+            out += [score for _, score in r.zrange(key, 0, -1, withscores=True)]
+    return out
+
+
+def _redis_now(r: redis.Redis) -> float:
+    seconds, micros = r.time()
+    return seconds + micros / 1e6
+
+
+def test_calls_longer_than_the_visibility_timeout_are_made_once(sim, workers: Workers) -> None:
+    sim.configure(latency_ms=9000)  # each call outlives the 5 s visibility timeout
+    cal = calendar(4)
+    workers.start("v1", concurrency=4, **SHORT_VISIBILITY)
+    workers.start("v2", concurrency=4, **SHORT_VISIBILITY)
+    view = submit_tweets(PERSONA, cal, count=4).wait(timeout=180, progress=False)
+    assert view.status == C.STATUS_SUCCEEDED, view.error
+    assert len(view.ok) == 4 and not view.failed
+    assert _calls(sim, cal) == dict.fromkeys(cal["calendar"], 1)  # redelivered copies never call
+    llm = view.metrics.extra["llm"] if view.metrics else {}
+    assert llm["calls"] == 4  # the job's count is the provider's
+
+
+def test_a_long_retry_after_past_the_visibility_timeout_bills_each_step_once(
+    sim, workers: Workers
+) -> None:
+    sim.configure(latency_ms=200, retry_after_s=12, fail_patterns={})
+    sim.configure(error_rates={"429": 1.0})
+    cal = calendar(4)
+    workers.start("ra", concurrency=4, **SHORT_VISIBILITY)
+    handle = submit_tweets(PERSONA, cal, count=4)
+    wait_for(lambda: sim.stats()["by_status"].get("429", 0) >= 1, 60, "a 429")
+    sim.configure(error_rates={})
+    view = handle.wait(timeout=180, progress=False)
+    assert view.status == C.STATUS_SUCCEEDED, view.error
+    assert _calls(sim, cal, "chat_by_prompt") == dict.fromkeys(cal["calendar"], 1)  # paid once
+    llm = view.metrics.extra["llm"] if view.metrics else {}
+    assert llm["calls"] == sim.stats()["by_path"]["/v1/chat/completions"]
+
+
+def test_a_killed_workers_leases_and_claims_come_back_within_seconds(
+    sim, workers: Workers, r: redis.Redis
+) -> None:
+    sim.configure(latency_ms=6000)
+    cal = calendar(4)
+    env = {**SHORT_VISIBILITY, "LLM_MAX_CONCURRENT": "2"}  # LLM_TIMEOUT_S stays 120 s
+    first = workers.start("k1", concurrency=2, **env)
+    handle = submit_tweets(PERSONA, cal, count=4)
+    wait_for(lambda: sim.stats()["in_flight"] == 2, 60, "two calls in flight")
+    first.signal(signal.SIGKILL)
+    first.proc.wait()  # type: ignore[union-attr]
+    killed_at = _redis_now(r)
+    expiries = _lease_expiries(r)
+    assert len(expiries) == 2
+    assert max(expiries) <= killed_at + C.LEASE_S  # the key is free again within LEASE_S
+    claims = r.hgetall(C.KEY_JOB_CLAIMS.format(job_id=handle.id))
+    assert len(claims) == 2
+    assert max(float(v.rsplit(" ", 1)[1]) for v in claims.values()) <= killed_at + C.LEASE_S
+    workers.start("k2", concurrency=2, **env)
+    view = handle.wait(timeout=180, progress=False)
+    assert view.status == C.STATUS_SUCCEEDED, view.error
+    calls = _calls(sim, cal)
+    assert all(n >= 1 for n in calls.values()) and sum(calls.values()) <= 4 + 2
+    assert sum(1 for n in calls.values() if n > 1) <= 2  # only the two killed mid-call

@@ -1,0 +1,142 @@
+"""One chat call over HTTP, under a wall-clock deadline, with its answer checked.
+
+The SDK's timeout is per read: a provider that drips its body a byte at a time
+would hold a call for ever. Here the body is read in chunks and the call is
+abandoned once ``LLM_TIMEOUT_S`` has passed since it began, whatever the provider
+does. The answer is parsed here too, so that an HTML page, an empty body, ``{}``,
+``choices: []`` or ``content: null`` becomes a ``MalformedAnswerError`` (transient,
+naming status, provider and model) instead of an exception from deep inside.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from genfleet.errors import CallDeadlineError, MalformedAnswerError, TransientLLMError
+from workers.gateway_types import ChatRequest, ChatResult
+from workers.retry import classify
+
+HeaderSink = Callable[[Any], None]
+MAX_BODY_BYTES = 32 * 1024 * 1024  # an answer bigger than this is not a chat answer
+_CHUNK_BYTES = 16 * 1024
+
+
+def call_chat(
+    client: openai.OpenAI, request: ChatRequest, provider: str, timeout_s: float, attempts: int,
+    on_headers: HeaderSink | None = None,
+) -> ChatResult:  # fmt: skip
+    """Make one chat call; raises ``LLMError`` (``TransientLLMError`` when a retry can help).
+
+    ``on_headers`` gets the answer's headers, error answers' included (``auto`` limits).
+    """
+    started = time.monotonic()
+    deadline = started + timeout_s
+    where = _Where(provider, request.model)
+    try:
+        with client.chat.completions.with_streaming_response.create(
+            **_kwargs(request), timeout=timeout_s
+        ) as response:
+            status = response.status_code
+            if on_headers is not None:
+                on_headers(response.headers)
+            body = _read_body(response, deadline, timeout_s, where)
+    except openai.OpenAIError as e:
+        if isinstance(e, openai.APIStatusError) and on_headers is not None:
+            on_headers(e.response.headers)
+        raise classify(e, provider=provider, model=request.model) from e
+    result = parse_answer(body, status, where)
+    result.attempts = attempts
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _kwargs(request: ChatRequest) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "model": request.model,
+        "messages": request.messages,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+    }
+    if request.response_format is not None:
+        kwargs["response_format"] = request.response_format
+    if request.seed is not None:
+        kwargs["seed"] = request.seed
+    return kwargs
+
+
+@dataclass(frozen=True)
+class _Where:
+    provider: str
+    model: str
+
+    def error(self, cls: type[TransientLLMError], message: str, status: int | None) -> Any:
+        return cls(message, status=status, provider=self.provider, model=self.model)
+
+
+def _read_body(response: Any, deadline: float, timeout_s: float, where: _Where) -> bytes:
+    """The whole body, or an error once the deadline has passed or the body broke off."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_bytes(_CHUNK_BYTES):
+            chunks.append(chunk)
+            size += len(chunk)
+            if time.monotonic() > deadline:
+                message = f"no complete answer within LLM_TIMEOUT_S={timeout_s:g}s; abandoned"
+                raise where.error(CallDeadlineError, message, None)
+            if size > MAX_BODY_BYTES:
+                raise where.error(MalformedAnswerError, "the answer is too big", 200)
+    except TransientLLMError:
+        raise
+    except Exception as e:  # the transport's own errors: the body broke off or stalled
+        message = f"the answer broke off ({e.__class__.__name__})"
+        raise where.error(TransientLLMError, message, None) from None
+    return b"".join(chunks)
+
+
+def parse_answer(body: bytes, status: int, where: _Where) -> ChatResult:
+    """A ``ChatResult`` from a 2xx body; ``MalformedAnswerError`` if it is not a chat answer."""
+
+    def bad(what: str) -> MalformedAnswerError:
+        error: MalformedAnswerError = where.error(
+            MalformedAnswerError, f"malformed answer: {what}", status
+        )
+        return error
+
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise bad("not JSON" if body.strip() else "empty body") from None
+    if not isinstance(doc, dict):
+        raise bad("not a JSON object")
+    choices = doc.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise bad("no choices")
+    message = choices[0].get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise bad("no message content")
+    usage = doc.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
+    answered = doc.get("model")
+    reason = choices[0].get("finish_reason")
+    return ChatResult(
+        text=content,
+        model=answered if isinstance(answered, str) and answered else where.model,
+        tokens_in=_count(usage.get("prompt_tokens")),
+        tokens_out=_count(usage.get("completion_tokens")),
+        finish_reason=reason if isinstance(reason, str) else "",
+        attempts=1,
+        seconds=0.0,
+    )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
