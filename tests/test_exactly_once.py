@@ -13,8 +13,8 @@ import redis
 
 from genfleet import constants as C
 from producer.pipelines import submit_tweets
-from tests.conftest import Workers
-from tests.test_faults import PERSONA, calendar, tweet_prompt_hash, wait_for
+from tests.conftest import Workers, wait_for
+from tests.test_faults import PERSONA, calendar, tweet_prompt_hash
 
 pytestmark = pytest.mark.slow
 
