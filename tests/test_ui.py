@@ -386,3 +386,16 @@ def test_downloads_are_the_results_commands_output(sim, workers: Workers, ui) ->
     status, text = server.request(f"/jobs/{job.id}/results.jsonl")
     lines = [json.loads(line) for line in text.splitlines()]
     assert status == 200 and sorted(line["version"] for line in lines) == [1, 2]
+
+
+def test_a_view_that_cannot_read_a_job_shows_its_outputs_escaped(env, ui) -> None:
+    from genfleet.records import JobRecord, StepResult
+
+    store = connect().store
+    record = JobRecord(id="batch-uiodd", kind=C.KIND_BATCH, spec={"topics": ["x"]},
+                       step_ids=["odd-step"], created_at=time.time())  # fmt: skip
+    store.create(record)
+    store.save_step(record.id, StepResult(step_id="odd-step", ok=True, output={"x": HOSTILE}))
+    status, page = ui().request(f"/jobs/{record.id}")
+    assert status == 200 and 'data-step-id="odd-step"' in page
+    assert HOSTILE not in page and "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in page

@@ -9,6 +9,7 @@ on such a function and its template; a kind without a view gets the generic one
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from genfleet import constants as C
 from genfleet.records import JobView, StepResult
 from genfleet.store import JobStore
 from genfleet.summary import REVIEW_SUFFIX
+
+logger = logging.getLogger(__name__)
 
 Build = Callable[[JobView, JobStore], dict[str, Any]]
 
@@ -53,9 +56,15 @@ def content_view(kind: str, template: str) -> Callable[[Build], Build]:
 
 
 def content_for(view: JobView, store: JobStore) -> tuple[str, dict[str, Any]]:
-    """The template and values of a job's content."""
+    """The template and values of a job's content; the generic view when the kind's
+    own view cannot read this job (outputs of an older or newer shape)."""
     chosen = _VIEWS.get(view.record.kind) or _VIEWS["*"]
-    return chosen.template, chosen.build(view, store)
+    try:
+        return chosen.template, chosen.build(view, store)
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+        logger.warning("job %s: the %s view failed (%r); showing outputs as JSON",
+                       view.id, view.record.kind, e)  # fmt: skip
+        return _VIEWS["*"].template, _VIEWS["*"].build(view, store)
 
 
 @dataclass(frozen=True)
