@@ -20,7 +20,7 @@ from genfleet.errors import GenfleetError, InputError
 from genfleet.settings import load_settings
 from producer import views
 from producer.api import get_job, submit_chapter
-from producer.cli_common import report_submitted
+from producer.cli_common import follow_to_the_end, report_submitted
 from producer.cli_images import register as register_image_commands
 from producer.cli_ops import register as register_ops_commands
 from producer.cli_pipelines import register as register_pipeline_commands
@@ -103,15 +103,16 @@ def submit() -> None:
     default=None,
     help="Candidate versions [default: WRITER_CHAPTER_VERSION_COUNT].",
 )
-@click.option("--outline-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--outline-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The chapter's outline, UTF-8 text (e.g. examples/outline.txt).")  # fmt: skip
 @spend_options
 @click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
 def submit_chapter_cmd(
-    project: str, chapter: int, versions: int | None, outline_file: Path | None, mode: str,
+    project: str, chapter: int, versions: int | None, outline_file: Path, mode: str,
     max_cost: float | None, wait: bool,
 ) -> None:  # fmt: skip
-    """Generate candidate versions of a chapter."""
-    outline = read_text(outline_file) if outline_file else f"Chapter {chapter} of {project}."
+    """Generate candidate versions of a chapter from its outline."""
+    outline = read_text(outline_file)
     handle = submit_chapter(project, chapter, outline, versions, mode=mode, max_cost_usd=max_cost)
     report_submitted(handle, wait)
 
@@ -125,7 +126,10 @@ def read_text(path: Path) -> str:
 @JOB_ID
 def status(job_id: str) -> None:
     """Show a job's status, steps and metrics."""
-    click.echo(views.status_text(get_job(views.check_job_id(job_id)).view()))
+    from producer.client import connect
+
+    view = get_job(views.check_job_id(job_id)).view()
+    click.echo(views.status_text(view, connect().store.round(job_id)))
 
 
 @cli.command()
@@ -144,16 +148,14 @@ def results(job_id: str, out: Path | None, fmt: str) -> None:
         out.write_text(text + "\n", encoding="utf-8")
     except OSError as e:
         raise InputError(f"{out}: cannot write ({e.strerror})") from None
-    click.echo(f"wrote {len(view.step_results())} step results of {view.id} to {out}")
+    click.echo(f"wrote {views.results_summary(view, fmt)} of {view.id} to {out}")
 
 
 @cli.command()
 @JOB_ID
 def watch(job_id: str) -> None:
     """Follow a job with a live progress bar (plain lines when not a terminal)."""
-    handle = get_job(views.check_job_id(job_id))
-    view = handle.wait()
-    click.echo(views.status_text(view))
+    follow_to_the_end(get_job(views.check_job_id(job_id)))
 
 
 @cli.command()

@@ -27,6 +27,7 @@ from genfleet.connection import stop_owned_redis, use_redis
 from genfleet.errors import InputError
 from genfleet.settings import load_settings
 from producer import views
+from producer.cli_common import OK_STATUSES, report_submitted
 from producer.images import read_prompts_file, submit_images
 from producer.processes import celery_worker_command, unique_node_name
 from workers.images.backends import check_backend_settings
@@ -163,7 +164,7 @@ def worker_images(gpus: str, loglevel: str) -> None:
 def submit_images_cmd(prompts_file: Path, gpu: int | None, out: Path | None, wait: bool) -> None:
     """Generate one image per prompt."""
     handle = submit_images(read_prompts_file(prompts_file), gpu, out_dir=out)
-    click.echo(handle.id)
+    report_submitted(handle, wait=False)
     if not wait:
         return
     view = handle.wait()
@@ -171,7 +172,7 @@ def submit_images_cmd(prompts_file: Path, gpu: int | None, out: Path | None, wai
     for result in view.step_results():
         if result.ok and isinstance(result.output, dict):
             click.echo(f"  {result.step_id}: {result.output.get('path')}")
-    sys.exit(0 if view.status in ("succeeded", "partial") else 1)
+    sys.exit(0 if view.status in OK_STATUSES else 1)
 
 
 def register(worker: click.Group, submit: click.Group) -> None:

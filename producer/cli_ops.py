@@ -160,10 +160,15 @@ def stats_tables(stats: ClusterStats, *, plain: bool) -> list[Any]:
     for key in stats.keys:
         c = key.counters
         name = key.key_id + (" (disabled)" if key.disabled else "")
-        for scope in key.models:
+        # The call counters are the key's, over all its models: shown once, on its
+        # first row (repeated on every model row they would read as double).
+        counters = [
+            str(c.get("calls", 0)), str(c.get("ok", 0)), f"{key.rate_limited_ratio:.1%}",
+            str(c.get("server_errors", 0)),
+        ]  # fmt: skip
+        for n, scope in enumerate(key.models):
             keys.add_row(
-                name, scope.model, str(c.get("calls", 0)), str(c.get("ok", 0)),
-                f"{key.rate_limited_ratio:.1%}", str(c.get("server_errors", 0)),
+                name if n == 0 else "", scope.model, *(counters if n == 0 else ["", "", "", ""]),
                 str(scope.in_flight), f"{scope.effective_concurrency}/{scope.max_concurrent}",
                 str(scope.requests_in_window), str(scope.tokens_in_window),
                 f"{scope.cooldown_left_s:.1f}", _cost(key.costs, scope.model),

@@ -247,3 +247,33 @@ def all_key_stats(settings: Settings, client: redis.Redis) -> list[KeyStats]:
             )
         )
     return out
+
+
+def unserved_queues(app: Celery, client: redis.Redis, extra: Iterable[str] = ()) -> dict[str, int]:
+    """Queues holding messages that no worker (answering within a second) consumes."""
+    workers = workers_by_queue(app)
+    queues = sorted({*queue_names(app, workers), *extra})
+    depths = queue_depths(client, queues, _priority_steps(app))
+    return {q: n for q, n in depths.items() if n and q not in workers}
+
+
+def worker_command_for(queue: str) -> str:
+    """The command that starts a worker on ``queue``."""
+    if queue.startswith(C.QUEUE_IMAGES_GPU_PREFIX):
+        return f"genfleet worker images --gpus {queue.removeprefix(C.QUEUE_IMAGES_GPU_PREFIX)}"
+    if queue == C.QUEUE_IMAGES:
+        return "genfleet worker images"
+    return "genfleet worker llm"
+
+
+def no_worker_warning(app: Celery, client: redis.Redis, extra: Iterable[str] = ()) -> str | None:
+    """One line saying which queues wait for a worker that is not there (None if none)."""
+    unserved = unserved_queues(app, client, extra)
+    if not unserved:
+        return None
+    where = "; ".join(
+        f"queue '{q}' has {n} message(s) waiting and no worker consumes it "
+        f"(start one: {worker_command_for(q)})"
+        for q, n in unserved.items()
+    )
+    return f"{where}; still waiting"

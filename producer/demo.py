@@ -13,11 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from genfleet.connection import sanitize_url, stop_owned_redis, use_redis
+from genfleet.errors import GenfleetError
 from genfleet.records import JobView
 from genfleet.settings import load_settings
 from producer.api import submit_chapter
-from producer.processes import start_worker
-from producer.views import results_text
+from producer.control import cancel
+from producer.processes import ChildProcess, start_worker
+from producer.views import results_text, speedup_text
 
 DEMO_OUTLINE = (
     "A young cartographer wakes in a mountain village where every map she draws comes true. "
@@ -26,12 +28,20 @@ DEMO_OUTLINE = (
 )
 
 
+INTERRUPTED_STOP_S = 3.0  # after Ctrl-C: the worker's grace before SIGKILL
+
+
 def _exit_on_sigterm(_signum: int, _frame: Any) -> None:
-    raise SystemExit(143)
+    raise KeyboardInterrupt
 
 
 def run_demo(versions: int = 3, latency_ms: int = 1500) -> JobView:
-    """Run a chapter job of ``versions`` versions end to end and print a summary."""
+    """Run a chapter job of ``versions`` versions end to end and print a summary.
+
+    Ctrl-C (or SIGTERM) cancels the job, so it ends ``cancelled`` instead of staying
+    ``running``, and stops the worker at once (its calls' answers are not wanted any
+    more); a second Ctrl-C cannot cut that short, so nothing is left running.
+    """
     console = Console(stderr=True)
     settings = load_settings()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -55,14 +65,42 @@ def run_demo(versions: int = 3, latency_ms: int = 1500) -> JobView:
                 ["llm", "control"], concurrency=max(4, versions), pool="threads",
                 name=f"demo{os.getpid()}", env=env, log_path=log_path,
             )  # fmt: skip
-        stack.callback(worker.stop)
+        stop_worker = stack.enter_context(_Stopper(worker))
         console.print(f"LLM worker: pid {worker.pid}, log {log_path}")
         handle = submit_chapter("demo-novel", 1, DEMO_OUTLINE, versions)
         console.print(f"submitted job {handle.id}: {versions} chapter versions in parallel")
-        view = handle.wait(timeout=300)
+        try:
+            view = handle.wait(timeout=300)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the cleanup below must finish
+            _cancel(console, handle.id)
+            console.print("interrupted: stopping the worker, the simulator and Redis")
+            stop_worker.grace_s = INTERRUPTED_STOP_S
+            raise
         out = _write_results(settings.genfleet_home, view)
         _print_summary(console, view, out)
     return view
+
+
+class _Stopper(contextlib.AbstractContextManager["_Stopper"]):
+    """Stops the demo's worker by PID: a warm shutdown normally, a short one after
+    Ctrl-C (then SIGKILL)."""
+
+    def __init__(self, worker: ChildProcess) -> None:
+        self.worker = worker
+        self.grace_s = 20.0
+
+    def __exit__(self, *exc: object) -> None:
+        self.worker.stop(timeout=self.grace_s)
+
+
+def _cancel(console: Console, job_id: str) -> None:
+    try:
+        revoked = cancel(job_id)
+    except GenfleetError as e:  # it ended meanwhile
+        console.print(f"job {job_id}: {e}")
+        return
+    console.print(f"job {job_id} cancelled ({revoked} steps not started were revoked)")
 
 
 def _write_results(home: Path, view: JobView) -> Path:
@@ -80,7 +118,7 @@ def _print_summary(console: Console, view: JobView, out: Path) -> None:
     if m is not None:
         table.add_row(
             str(m.steps_ok), str(m.steps_failed), f"{m.elapsed_s:.2f}s",
-            f"{m.serial_equivalent_s:.2f}s", f"{m.speedup:.2f}x",
+            f"{m.serial_equivalent_s:.2f}s", speedup_text(view, m),
         )  # fmt: skip
     Console(file=sys.stdout).print(table)
     console.print(f"results: {out}")

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery.canvas import Signature
 
+from genfleet import constants as C
 from genfleet.errors import GenfleetError, RedisUnavailableError
 from genfleet.records import JobRecord, JobView
 from producer.client import Client
@@ -44,8 +45,18 @@ class JobHandle:
     def wait(self, timeout: float | None = None, progress: bool = True) -> JobView:
         """Block until the job ends (or ``timeout`` seconds pass); returns its view."""
         store = self._client.store
-        follow(self.id, lambda: store.progress(self.id), timeout=timeout, show=progress)
+        follow(
+            self.id, lambda: store.progress(self.id), timeout=timeout, show=progress,
+            stall_check=self._missing_workers,
+        )  # fmt: skip
         return self.view()
+
+    def _missing_workers(self) -> str | None:
+        from producer.clusterstats import no_worker_warning
+
+        gpu = self._client.store.record(self.id).spec.get("gpu")
+        extra = [] if gpu is None else [f"{C.QUEUE_IMAGES_GPU_PREFIX}{gpu}"]
+        return no_worker_warning(self._client.app, self._client.store.r, extra)
 
     def results(self) -> list[dict[str, Any]]:
         """One dict per finished step, in step order (outputs or errors)."""

@@ -88,7 +88,8 @@ def cluster_metrics(stats: ClusterStats) -> Iterator[Metric]:
 def key_counter_metrics(keys: list[KeyStats]) -> Iterator[Metric]:
     """The call counters of each key (``genfleet:stats:key:{key_id}``)."""
     calls = CounterMetricFamily(
-        "genfleet_llm_calls", "LLM calls by outcome (failed: any error, retried or not)",
+        "genfleet_llm_calls",
+        "LLM calls by outcome: ok, retried (an error retried) or failed (an error given up on)",
         labels=["key_id", "outcome"],
     )  # fmt: skip
     limited = CounterMetricFamily("genfleet_llm_rate_limited", "HTTP 429 answers", labels=KEY)
@@ -106,7 +107,8 @@ def key_counter_metrics(keys: list[KeyStats]) -> Iterator[Metric]:
     for key in keys:
         c, label = key.counters, [key.key_id]
         calls.add_metric([key.key_id, "ok"], c.get("ok", 0))
-        calls.add_metric([key.key_id, "failed"], c.get("calls", 0) - c.get("ok", 0))
+        calls.add_metric([key.key_id, "retried"], c.get("retries", 0))
+        calls.add_metric([key.key_id, "failed"], c.get("failed", 0))  # as `genfleet stats`
         limited.add_metric(label, c.get("rate_limited", 0))
         server.add_metric(label, c.get("server_errors", 0))
         retries.add_metric(label, c.get("retries", 0))

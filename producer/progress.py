@@ -21,10 +21,42 @@ from genfleet.store import Progress as JobProgress
 def describe(job_id: str, p: JobProgress) -> str:
     """One line: status and counts."""
     waiting = max(0, p.total - p.done - p.running)
+    left = "not run" if p.status == C.STATUS_CANCELLED else "waiting"
     return (
         f"job {job_id} {p.status}: {p.ok} ok, {p.failed} failed, {p.running} running, "
-        f"{waiting} waiting of {p.total}"
+        f"{waiting} {left} of {p.total}"
     )
+
+
+STALL_CHECK_AFTER_S = 3.0  # with nothing running this long, look for missing workers
+STALL_CHECK_EVERY_S = 15.0
+
+
+class StallCheck:
+    """Asks ``check`` (what is missing, or None) when a job has had nothing running
+    for a few seconds, and says each new answer once."""
+
+    def __init__(self, check: Callable[[], str | None] | None, say: Callable[[str], None]) -> None:
+        self.check = check
+        self.say = say
+        self.idle_since: float | None = None
+        self.next_at = 0.0
+        self.said: str | None = None
+
+    def __call__(self, p: JobProgress) -> None:
+        now = time.monotonic()
+        if self.check is None or p.running or p.status in C.TERMINAL_STATUSES:
+            self.idle_since = None
+            return
+        if self.idle_since is None:
+            self.idle_since = now
+        if now - self.idle_since < STALL_CHECK_AFTER_S or now < self.next_at:
+            return
+        self.next_at = now + STALL_CHECK_EVERY_S
+        message = self.check()
+        if message and message != self.said:
+            self.say(f"genfleet: warning: {message}")
+        self.said = message
 
 
 def follow(
@@ -35,12 +67,18 @@ def follow(
     poll_s: float = 0.1,
     show: bool = True,
     stream: TextIO | None = None,
+    stall_check: Callable[[], str | None] | None = None,
 ) -> JobProgress:
-    """Poll a job until it ends (or ``timeout``), showing progress when ``show``."""
+    """Poll a job until it ends (or ``timeout``), showing progress when ``show``.
+
+    ``stall_check`` is asked, when nothing of the job has run for a few seconds, what
+    is missing (e.g. a worker for its queue); its answer is shown as a warning.
+    """
     stream = stream or sys.stderr
     deadline = None if timeout is None else time.monotonic() + timeout
     if show and stream.isatty():
-        return _follow_bar(job_id, load, deadline, poll_s, stream)
+        return _follow_bar(job_id, load, deadline, poll_s, stream, stall_check)
+    stalled = StallCheck(stall_check if show else None, lambda m: print(m, file=stream, flush=True))
     last = ""
     while True:
         p = load()
@@ -50,12 +88,13 @@ def follow(
             last = line
         if p.status in C.TERMINAL_STATUSES or _past(deadline):
             return p
+        stalled(p)
         time.sleep(poll_s)
 
 
 def _follow_bar(
     job_id: str, load: Callable[[], JobProgress], deadline: float | None, poll_s: float,
-    stream: TextIO,
+    stream: TextIO, stall_check: Callable[[], str | None] | None,
 ) -> JobProgress:  # fmt: skip
     columns = (
         TextColumn("{task.description}"),
@@ -65,6 +104,7 @@ def _follow_bar(
         TextColumn("{task.fields[detail]}"),
     )
     with Progress(*columns, console=Console(file=stream), transient=False) as bar:
+        stalled = StallCheck(stall_check, lambda m: bar.console.print(m, markup=False))
         p = load()
         task = bar.add_task(job_id, total=p.total, detail="")
         while True:
@@ -72,6 +112,7 @@ def _follow_bar(
             bar.update(task, completed=p.done, detail=detail)
             if p.status in C.TERMINAL_STATUSES or _past(deadline):
                 return p
+            stalled(p)
             time.sleep(poll_s)
             p = load()
 

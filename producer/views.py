@@ -10,10 +10,11 @@ from typing import Any
 from genfleet import constants as C
 from genfleet.errors import InputError
 from genfleet.prices import format_usd
-from genfleet.records import JobView
+from genfleet.records import JobMetrics, JobView
 from genfleet.store import JobStore, Progress
 from genfleet.summary import compute_metrics, final_batch_steps
 from producer.progress import describe
+from workers.items import parse_step as parse_batch_step
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 
@@ -50,7 +51,7 @@ def _step_state(view: JobView, step_id: str, now: float) -> str:
         return f"failed: {failed.error}"
     if step_id in view.running:
         return f"running for {now - view.running[step_id]:.1f}s"
-    return "waiting"
+    return "not run (job cancelled)" if view.status == C.STATUS_CANCELLED else "waiting"
 
 
 def _step_lines(view: JobView, now: float) -> list[str]:
@@ -75,9 +76,19 @@ def _pace_line(view: JobView, elapsed: float) -> str:
     return line
 
 
-def status_text(view: JobView) -> str:
+def speedup_text(view: JobView, metrics: JobMetrics, rounds: int = 0) -> str:
+    """The speed-up (serial-equivalent / elapsed), or why it means nothing here."""
+    if view.status not in (C.STATUS_SUCCEEDED, C.STATUS_PARTIAL):
+        return f"n/a ({view.status})"
+    if rounds:
+        return "n/a (resumed: the time between runs counts as elapsed)"
+    return f"{metrics.speedup:.2f}x"
+
+
+def status_text(view: JobView, rounds: int = 0) -> str:
     """Status and counts, elapsed time and an estimate of what is left, the steps
-    (all of a small job; the failed and running ones of a big job), metrics, error."""
+    (all of a small job; the failed and running ones of a big job), metrics, error.
+    ``rounds``: how many times the job was resumed."""
     now = time.time()
     m = view.metrics or compute_metrics(view, now)
     failed = len(set(view.failed) - set(view.ok))
@@ -88,7 +99,8 @@ def status_text(view: JobView) -> str:
         f"created {_age(now - view.record.created_at)} ago",
         _pace_line(view, m.elapsed_s),
         *_step_lines(view, now),
-        f"  serial-equivalent {m.serial_equivalent_s:.2f}s, speed-up {m.speedup:.2f}x, "
+        f"  serial-equivalent {m.serial_equivalent_s:.2f}s, "
+        f"speed-up {speedup_text(view, m, rounds)}, "
         f"tokens in/out {m.tokens_in}/{m.tokens_out}",
     ]
     lines.append(cost_line(view, m.cost_usd))
@@ -117,30 +129,61 @@ def cost_line(view: JobView, cost: float | None) -> str:
 
 
 def output_records(view: JobView) -> list[dict[str, Any]]:
-    """What a job produced, one record per thing made (an item, a tweet, a persona...)."""
+    """What a job produced, one record per thing made (an item, a tweet, a persona...),
+    then one per failed step (``ok: false``, its error): a line for every step's fate."""
+    return [*_made_records(view), *_failure_records(view)]
+
+
+def _made_records(view: JobView) -> list[dict[str, Any]]:
     kind = view.record.kind
     if kind == C.KIND_BATCH:
         return [
-            {"step_id": r.step_id, **item}
+            {"step_id": r.step_id, "ok": True, **_batch_context(view, r.step_id), **item}
             for r in final_batch_steps(view)
             for item in r.output["items"]
         ]
     ok = [r for r in view.step_results() if r.ok]
     if kind == C.KIND_PERSONA:
-        return [r.output["persona"] for r in ok if r.step_id.endswith(".merge")]
+        return [
+            {"step_id": r.step_id, "ok": True, **r.output["persona"]}
+            for r in ok
+            if r.step_id.endswith(".merge")
+        ]
     if kind == C.KIND_TWEETS:
         images = {
             r.step_id.removesuffix(".image"): r.output for r in ok if r.step_id.endswith(".image")
         }
         return [
-            {**r.output, "image": images.get(r.step_id)}
+            {"step_id": r.step_id, "ok": True, **r.output, "image": images.get(r.step_id)}
             for r in ok
             if not r.step_id.endswith(".image")
         ]
     return [
-        {"step_id": r.step_id, **(r.output if isinstance(r.output, dict) else {"output": r.output})}
+        {"step_id": r.step_id, "ok": True,
+         **(r.output if isinstance(r.output, dict) else {"output": r.output})}
         for r in ok
-    ]
+    ]  # fmt: skip
+
+
+def _failure_records(view: JobView) -> list[dict[str, Any]]:
+    records = []
+    for r in view.step_results():
+        if r.ok or r.step_id in view.ok:
+            continue
+        context = _batch_context(view, r.step_id) if view.record.kind == C.KIND_BATCH else {}
+        records.append(
+            {"step_id": r.step_id, "ok": False, **context, "error": r.error,
+             "error_type": r.error_type, "raw": r.raw}
+        )  # fmt: skip
+    return records
+
+
+def _batch_context(view: JobView, step_id: str) -> dict[str, Any]:
+    """What a batch step's items are about: kind, language, topic and level."""
+    spec = view.record.spec
+    topic_n, level, _chunk = parse_batch_step(step_id)
+    return {"kind": spec["kind"], "lang": spec["lang"], "topic": spec["topics"][topic_n - 1],
+            "level": level}  # fmt: skip
 
 
 def results_text(view: JobView, fmt: str = "json") -> str:
@@ -172,3 +215,12 @@ def jobs_text(store: JobStore, limit: int) -> str:
             f"{p.ok:>6} {p.failed:>6} {p.total:>6}  {age}"
         )
     return "\n".join(rows) if len(rows) > 1 else "no jobs"
+
+
+def results_summary(view: JobView, fmt: str) -> str:
+    """What ``results --out`` wrote, counted as it was written."""
+    if fmt == "jsonl":
+        records = output_records(view)
+        failed = sum(1 for rec in records if not rec["ok"])
+        return f"{len(records)} lines ({len(records) - failed} results, {failed} failed steps)"
+    return f"{len(view.step_results())} step results"

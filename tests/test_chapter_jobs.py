@@ -9,8 +9,9 @@ import pytest
 
 from genfleet import constants as C
 from producer import get_job, submit_chapter
-from tests.conftest import Workers, genfleet_cmd
+from tests.conftest import ROOT, Workers, genfleet_cmd
 
+OUTLINE_FILE = ROOT / "examples" / "outline.txt"
 OUTLINE = "The heroine crosses the bridge she drew and finds the village empty."
 
 
@@ -100,7 +101,22 @@ def test_results_readable_after_the_worker_is_gone(sim, workers: Workers, env) -
     [
         (("status", "no-such-job"), "no job 'no-such-job'"),
         (("status", "bad id!"), "malformed"),
-        (("submit", "chapter", "--project", "p", "--chapter", "1", "--versions", "11"), "11"),
+        (
+            (
+                "submit",
+                "chapter",
+                "--project",
+                "p",
+                "--chapter",
+                "1",
+                "--versions",
+                "11",
+                "--outline-file",
+                str(OUTLINE_FILE),
+            ),
+            "11",
+        ),
+        (("submit", "chapter", "--project", "p", "--chapter", "1"), "--outline-file"),
         (
             ("submit", "chapter", "--project", "p", "--chapter", "1", "--outline-file", "/nope"),
             "/nope",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -43,3 +45,27 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
     aof = [p.name for p in (home / "redis").iterdir() if p.name.startswith("appendonly")]
     assert aof  # the append-only file: results survive a restart of Redis
     assert _ours(home) == []  # Redis, simulator and worker were all stopped
+
+
+def test_ctrl_c_twice_cancels_the_job_and_stops_everything(env, r, home: Path) -> None:
+    demo_env = {k: v for k, v in env.items() if not k.startswith("OPENAI_")}  # its simulator
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "producer.cli", "demo", "--latency-ms", "20000"],
+        env=demo_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("submitted job "):
+            break
+    job_id = seen[-1].split()[2].rstrip(":")
+    assert r.hget(f"genfleet:job:{job_id}", "status") in ("queued", "running")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # a second Ctrl-C must not leave the worker behind
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=90) == 130, rest
+    assert f"job {job_id} cancelled" in rest
+    assert r.hget(f"genfleet:job:{job_id}", "status") == "cancelled"
+    assert _ours(home) == []  # worker and simulator stopped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -63,3 +64,87 @@ def test_the_test_command_passes_with_documented_variables_set(tmp_path: Path) -
         cwd=ROOT, env={**os.environ, **user_env}, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+OUTLINE_FILE = str(ROOT / "examples" / "outline.txt")
+
+
+def test_wait_says_when_no_worker_serves_the_queue_and_keeps_waiting(sim, workers, env) -> None:
+    proc = subprocess.Popen(
+        genfleet_cmd("submit", "chapter", "--project", "p", "--chapter", "1", "--versions", "2",
+                     "--outline-file", OUTLINE_FILE, "--wait"),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        job_id = proc.stdout.readline().strip()  # readable at once, through a pipe
+        assert job_id.startswith("chapter-")
+        for line in proc.stderr:
+            if "warning" in line:
+                break
+        assert line.strip() == (
+            "genfleet: warning: queue 'llm' has 2 message(s) waiting and no worker consumes "
+            "it (start one: genfleet worker llm); still waiting"
+        )
+        assert proc.poll() is None  # still waiting
+        workers.start()
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert f"job {job_id} succeeded" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_watch_exits_1_for_a_cancelled_job_as_submit_wait_does(env) -> None:
+    submitted = subprocess.run(
+        genfleet_cmd("submit", "chapter", "--project", "p", "--chapter", "1",
+                     "--outline-file", OUTLINE_FILE),
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    job_id = submitted.stdout.strip()
+    cancel = subprocess.run(genfleet_cmd("cancel", job_id), env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert cancel.returncode == 0, cancel.stderr
+    watched = subprocess.run(genfleet_cmd("watch", job_id), env=env, capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert watched.returncode == 1
+    assert f"job {job_id} cancelled" in watched.stdout
+    assert "v1: not run (job cancelled)" in watched.stdout
+    assert "speed-up n/a (cancelled)" in watched.stdout
+
+
+def test_results_jsonl_has_a_line_per_item_and_per_failed_step(
+    sim, workers, env, tmp_path: Path
+) -> None:
+    topics = tmp_path / "topics.txt"
+    topics.write_text("weather\nthe kitchen\n")
+    sim.configure(fail_patterns={"the kitchen": 400})
+    workers.start()
+    submitted = subprocess.run(
+        genfleet_cmd("submit", "batch", "--kind", "vocab", "--lang", "ja", "--levels", "3",
+                     "--topics-file", str(topics), "--per-combo", "2", "--batch-size", "2",
+                     "--wait"),
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.splitlines()[0]
+    out = tmp_path / "items.jsonl"
+    done = subprocess.run(
+        genfleet_cmd("results", job_id, "--format", "jsonl", "--out", str(out)),
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    made = [r for r in records if r["ok"]]
+    (failed,) = [r for r in records if not r["ok"]]
+    assert len(made) == 2 and len(records) == 3
+    assert {(r["topic"], r["level"], r["lang"], r["kind"]) for r in made} == {
+        ("weather", 3, "ja", "vocab")
+    }
+    assert (failed["step_id"], failed["topic"], failed["level"]) == ("t2.L3.c1", "the kitchen", 3)
+    assert "400" in failed["error"]
+    assert done.stdout.strip() == (
+        f"wrote 3 lines (2 results, 1 failed steps) of {job_id} to {out}"
+    )

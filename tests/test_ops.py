@@ -135,8 +135,18 @@ def test_exporter_matches_the_simulators_counts(sim, workers: Workers, env, tmp_
     assert m["genfleet_redis_up{}"] == 1
     assert m["genfleet_llm_rate_limited_total{key_id=key1}"] == seen["429"]
     assert m["genfleet_llm_calls_total{key_id=key1,outcome=ok}"] == seen["200"]
-    assert m["genfleet_llm_calls_total{key_id=key1,outcome=failed}"] == seen["429"]
+    assert m["genfleet_llm_calls_total{key_id=key1,outcome=retried}"] == seen["429"]
+    assert m["genfleet_llm_calls_total{key_id=key1,outcome=failed}"] == 0  # none given up on
     assert m["genfleet_llm_retries_total{key_id=key1}"] == seen["429"]
+    # The exporter and `genfleet stats --json` read the same counters the same way.
+    done = subprocess.run(
+        genfleet_cmd("stats", "--json"), env=env, capture_output=True, text=True, timeout=60
+    )
+    (key,) = json.loads(done.stdout)["keys"]
+    assert [key["counters"][n] for n in ("ok", "retries", "failed")] == [
+        m[f"genfleet_llm_calls_total{{key_id=key1,outcome={o}}}"]
+        for o in ("ok", "retried", "failed")
+    ]
     assert view.metrics is not None
     assert m["genfleet_llm_tokens_total{direction=out,key_id=key1}"] == view.metrics.tokens_out
     assert m["genfleet_jobs{status=succeeded}"] == 1
@@ -257,3 +267,15 @@ def test_stats_reads_the_models_recorded_for_a_key(env, r) -> None:
     (key,) = json.loads(done.stdout)["keys"]
     assert [m["model"] for m in key["models"]] == ["gpt-4o-mini", "gpt-other"]
     assert all(m["effective_concurrency"] == m["max_concurrent"] for m in key["models"])
+
+
+def test_stats_table_shows_a_keys_counters_once(env, r) -> None:
+    r.sadd(C.KEY_MODELS.format(key_id="key1"), "gpt-other")
+    r.hset(C.KEY_STATS_KEY.format(key_id="key1"), mapping={"calls": 777, "ok": 555})
+    done = subprocess.run(genfleet_cmd("stats"), env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if "gpt-" in line]
+    assert len(rows) == 2, done.stdout
+    assert "777" in rows[0] and "555" in rows[0]
+    assert "777" not in rows[1] and "555" not in rows[1]

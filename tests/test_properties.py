@@ -263,7 +263,8 @@ def test_bad_setting_on_the_command_line_is_one_line(
     env: dict[str, str], r: redis.Redis, variable: str, value: str
 ) -> None:
     out = subprocess.run(
-        genfleet_cmd("submit", "chapter", "--project", "p", "--chapter", "1"),
+        genfleet_cmd("submit", "chapter", "--project", "p", "--chapter", "1", "--outline-file",
+                     OUTLINE),  # fmt: skip
         env={**env, variable: value}, capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert out.returncode == 2
@@ -366,12 +367,13 @@ def _levels_ok(text: str) -> bool:
 
 
 TOPICS = str(EXAMPLES / "topics.txt")
+OUTLINE = str(EXAMPLES / "outline.txt")
 PERSONA = str(EXAMPLES / "personas" / "mika.json")
 CALENDAR = str(EXAMPLES / "calendars" / "mika.json")
 FACE = str(EXAMPLES / "face.png")
 BASE_ARGS = {
     "batch": ["--kind", "cloze", "--lang", "ja", "--levels", "3", "--topics-file", TOPICS],
-    "chapter": ["--project", "p", "--chapter", "1", "--versions", "1"],
+    "chapter": ["--project", "p", "--chapter", "1", "--versions", "1", "--outline-file", OUTLINE],
     "tweets": ["--persona", PERSONA, "--calendar", CALENDAR, "--count", "2"],
     "persona": ["--image", FACE],
     "images": ["--prompts-file", "PROMPTS"],  # replaced by a good prompts file

@@ -243,7 +243,8 @@ def _job_end_to_end(
     worker = workers.start("secure", REDIS_URL=url, **extra)
     try:
         submitted = run("submit", "chapter", "--project", "tls", "--chapter", "1",
-                        "--versions", "2", "--wait", env=job_env)  # fmt: skip
+                        "--versions", "2", "--outline-file", str(ROOT / "examples/outline.txt"),
+                        "--wait", env=job_env)  # fmt: skip
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
         job_id = submitted.stdout.splitlines()[0]
         status = run("status", job_id, env=job_env)
