@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 Build = Callable[[JobView, JobStore], dict[str, Any]]
 
+MAX_CONTENT_STEPS = 400  # a bigger job's page shows the content of its first steps
+MAX_PERSONA_CARDS = 50
 IMAGE_SUFFIX = ".image"  # a tweet's picture step (producer.pipelines)
 MERGE_STAGE = "merge"
 PERSONA_SECTIONS = (  # stage -> the title a person reads
@@ -59,12 +61,19 @@ def content_for(view: JobView, store: JobStore) -> tuple[str, dict[str, Any]]:
     """The template and values of a job's content; the generic view when the kind's
     own view cannot read this job (outputs of an older or newer shape)."""
     chosen = _VIEWS.get(view.record.kind) or _VIEWS["*"]
+    left_out = max(0, view.total - MAX_CONTENT_STEPS)
+    if left_out:  # a big job's page shows its first steps' content; the rest is downloaded
+        record = view.record.model_copy(
+            update={"step_ids": view.record.step_ids[:MAX_CONTENT_STEPS]}
+        )
+        view = view.model_copy(update={"record": record})
     try:
-        return chosen.template, chosen.build(view, store)
+        template, values = chosen.template, chosen.build(view, store)
     except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
         logger.warning("job %s: the %s view failed (%r); showing outputs as JSON",
                        view.id, view.record.kind, e)  # fmt: skip
-        return _VIEWS["*"].template, _VIEWS["*"].build(view, store)
+        template, values = _VIEWS["*"].template, _VIEWS["*"].build(view, store)
+    return template, {**values, "content_left_out": left_out}
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,7 @@ def chapter(view: JobView, store: JobStore) -> dict[str, Any]:
 def personas(view: JobView, store: JobStore) -> dict[str, Any]:
     """A card per persona: its image, its name and every section."""
     cards = []
-    for entry in view.record.spec.get("personas", []):
+    for entry in view.record.spec.get("personas", [])[:MAX_PERSONA_CARDS]:
         key = entry["key"]
         core = cell(view, f"{key}.core").output or {}
         merged = cell(view, f"{key}.{MERGE_STAGE}")
@@ -135,6 +144,7 @@ def tweets(view: JobView, store: JobStore) -> dict[str, Any]:
     """A timeline per persona, by date, with the tweet's picture when it has one."""
     names = {p["key"]: p.get("persona", p["key"]) for p in view.record.spec.get("pairs", [])}
     timelines: dict[str, list[dict[str, Any]]] = {key: [] for key in names}
+    steps = set(view.record.step_ids)
     for step_id in view.record.step_ids:
         if step_id.endswith(IMAGE_SUFFIX):
             continue
@@ -144,7 +154,7 @@ def tweets(view: JobView, store: JobStore) -> dict[str, Any]:
             {
                 "date": date,
                 "tweet": cell(view, step_id),
-                "image": cell(view, image_step) if image_step in view.record.step_ids else None,
+                "image": cell(view, image_step) if image_step in steps else None,
             }
         )
     return {
