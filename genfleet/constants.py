@@ -1,7 +1,7 @@
 """Every queue name, Redis key and default of genfleet in one place.
 
-Redis keys (all under the ``genfleet:`` prefix, all expiring after ``RESULT_TTL_S``
-unless noted):
+Redis keys (all under the ``genfleet:`` prefix; a job's keys expire ``RESULT_TTL_S``
+after the job ends and have no TTL while it is queued or running, unless noted):
 
 ``genfleet:job:{job_id}``
     hash: ``record`` (the job's JSON record: id, kind, spec, created_at, mode),
@@ -25,8 +25,13 @@ unless noted):
     the gateway's cluster-wide limiter state (see ``workers/limiter.py``).
 ``genfleet:cache:{sha256}``
     cached LLM responses (TTL ``LLM_CACHE_TTL_S``).
+``genfleet:keys:disabled:{fingerprint}``
+    string "key id: reason" while the key whose text has that fingerprint (a short
+    sha256) is out of the pool after a 401/403; its own TTL, growing with repeats.
+``genfleet:keys:refusals:{fingerprint}``
+    how many times that key was refused lately (the lock-out doubles each time).
 ``genfleet:keys:disabled``
-    hash key id -> reason, for keys that answered 401/403 (expires after an hour).
+    hash key id -> fingerprint of the keys refused lately, for ``genfleet stats``.
 ``genfleet:stats:job:{job_id}``, ``genfleet:stats:key:{key_id}``
     hashes of LLM call counters: calls, ok, failed, retries, rate_limited,
     server_errors, tokens_in, tokens_out, cache_hits, limiter_wait_s,
@@ -75,7 +80,9 @@ KEY_JOB_CLAIMS = KEY_JOB + ":claims"
 KEY_JOB_INDEX = KEY_PREFIX + ":jobs"
 KEY_LIMITER_PREFIX = KEY_PREFIX + ":lim"
 KEY_CACHE = KEY_PREFIX + ":cache:{digest}"  # a cached chat response (TTL LLM_CACHE_TTL_S)
-KEY_DISABLED_KEYS = KEY_PREFIX + ":keys:disabled"  # hash key_id -> why (401/403)
+KEY_DISABLED_KEYS = KEY_PREFIX + ":keys:disabled"  # hash key_id -> fingerprint (401/403)
+KEY_DISABLED_KEY = KEY_DISABLED_KEYS + ":{fingerprint}"  # "key_id: why", TTL = lock-out
+KEY_KEY_REFUSALS = KEY_PREFIX + ":keys:refusals:{fingerprint}"  # refusals lately
 KEY_STATS_JOB = KEY_PREFIX + ":stats:job:{job_id}"  # hash of LLM call counters of a job
 KEY_STATS_KEY = KEY_PREFIX + ":stats:key:{key_id}"  # hash of LLM call counters of a key
 KEY_MODELS = KEY_PREFIX + ":models:{key_id}"  # set of models a key was used with
@@ -85,7 +92,8 @@ KEY_BUDGET_DAY = KEY_PREFIX + ":budget:day:{day}"  # the cluster's spending on a
 KEY_LEARNED = KEY_LIMITER_PREFIX + ":learned:{scope}"  # limits read from x-ratelimit-*
 BUDGET_TTL_S = 8 * 24 * 3600  # budget hashes outlive their last call by this
 LEARNED_TTL_S = 24 * 3600  # learned limits are forgotten a day after the last answer
-DISABLED_KEY_TTL_S = 3600  # a refused key is tried again after this
+DISABLED_KEY_FIRST_S = 30  # a refused key's first lock-out; doubles with each repeat ...
+DISABLED_KEY_TTL_S = 3600  # ... up to this
 
 # Job statuses (public: users' scripts compare against these strings)
 STATUS_QUEUED = "queued"

@@ -29,6 +29,10 @@ class JobNotFoundError(GenfleetError):
     """No job with that id exists (or its records have expired)."""
 
 
+class JobBusyError(InputError):
+    """The job cannot be changed now (e.g. resumed while a step of it is still running)."""
+
+
 class StepSkipped(GenfleetError):
     """A step could not run because a step it depends on did not succeed."""
 

@@ -1,7 +1,8 @@
 """Reading and writing job records and step results in Redis (keys: ``constants``).
 
 A step's successful result is written once (HSETNX): a step delivered again after a
-lost worker finds it and does not call the model again.
+lost worker finds it and does not call the model again. A job's keys have no TTL while
+it is queued or running; ``RESULT_TTL_S`` counts from its end (finished or cancelled).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import redis
 
 from genfleet import constants as C
-from genfleet.errors import JobNotFoundError
+from genfleet.errors import JobBusyError, JobNotFoundError
 from genfleet.records import JobMetrics, JobRecord, JobView, StepResult
 
 # Set the status to ARGV[1] only when the current one is among ARGV[2..].
@@ -29,6 +30,41 @@ for i = 2, #ARGV do
   end
 end
 return 0
+"""
+
+# Give the job's keys (KEYS) a TTL of ARGV[1] once its status (KEYS[1]) is one of
+# ARGV[2..]; a live job's keys have none, so a job waiting behind a backlog never expires.
+_EXPIRE_IF_ENDED = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return 0 end
+for i = 2, #ARGV do
+  if cur == ARGV[i] then
+    for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, tonumber(ARGV[1])) end
+    return 1
+  end
+end
+return 0
+"""
+
+# genfleet resume's one decision. KEYS: job hash, claims hash. ARGV: the statuses a
+# job may be resumed from. Returns {1, round}; {0, status} when the job is not one of
+# them; {-1, step} while a step still holds a live claim (an attempt is working on it).
+_REOPEN = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return {0, ''} end
+local ended = false
+for i = 1, #ARGV do if cur == ARGV[i] then ended = true end end
+if not ended then return {0, cur} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local claims = redis.call('HGETALL', KEYS[2])
+for i = 1, #claims, 2 do
+  local expiry = tonumber(string.match(claims[i + 1], ' ([%d%.]+)$')) or 0
+  if expiry > now then return {-1, claims[i]} end
+end
+redis.call('HSET', KEYS[1], 'status', 'running')
+redis.call('HDEL', KEYS[1], 'finished_at', 'summary')
+return {1, redis.call('HINCRBY', KEYS[1], 'round', 1)}
 """
 
 _ACTIVE = (C.STATUS_QUEUED, C.STATUS_RUNNING)
@@ -96,10 +132,22 @@ class JobStore:
         self.r = client
         self.ttl_s = ttl_s
         self._set_status_if = client.register_script(_SET_STATUS_IF)
+        self._expire_ended = client.register_script(_EXPIRE_IF_ENDED)
+        self._reopen = client.register_script(_REOPEN)
 
     def _touch(self, pipe: Any, job_id: str) -> None:
+        """Start the job's ``RESULT_TTL_S`` (it has ended)."""
         for key in JobKeys.of(job_id).all():
             pipe.expire(key, self.ttl_s)
+
+    def _persist(self, pipe: Any, job_id: str) -> None:
+        """No TTL while the job is queued or running."""
+        for key in JobKeys.of(job_id).all():
+            pipe.persist(key)
+
+    def _expire_if_ended(self, job_id: str) -> None:
+        keys = list(JobKeys.of(job_id).all())
+        self._expire_ended(keys=keys, args=[self.ttl_s, *C.TERMINAL_STATUSES])
 
     def create(self, record: JobRecord, inputs: Mapping[str, str] | None = None) -> None:
         """Write a new job with status ``queued``; big inputs go to their own hash.
@@ -120,14 +168,13 @@ class JobStore:
             )
             if inputs:
                 pipe.hset(keys.inputs, mapping={str(k): str(v) for k, v in inputs.items()})
-            self._touch(pipe, record.id)
             pipe.zadd(C.KEY_JOB_INDEX, {record.id: record.created_at})
             pipe.execute()
 
     def delete(self, job_id: str) -> None:
         """Remove every trace of a job (used when its enqueue failed half-way)."""
         with self.r.pipeline() as pipe:
-            pipe.delete(*JobKeys.of(job_id).all())
+            pipe.delete(*JobKeys.of(job_id).all(), C.KEY_JOB_CLAIMS.format(job_id=job_id))
             pipe.zrem(C.KEY_JOB_INDEX, job_id)
             pipe.execute()
 
@@ -198,8 +245,8 @@ class JobStore:
             else:
                 pipe.hset(keys.failed, result.step_id, payload)
             pipe.hdel(keys.running, result.step_id)
-            self._touch(pipe, job_id)
             written = pipe.execute()[0]
+        self._expire_if_ended(job_id)  # a step of a cancelled job finishing late
         return bool(written) if result.ok else True
 
     def finish(self, job_id: str, status: str, metrics: JobMetrics, error: str | None) -> bool:
@@ -226,21 +273,34 @@ class JobStore:
         job_key = JobKeys.of(job_id).job
         changed = bool(self._set_status_if(keys=[job_key], args=[C.STATUS_CANCELLED, *_ACTIVE]))
         if changed:
-            self.r.hset(job_key, "finished_at", time.time())
+            with self.r.pipeline() as pipe:
+                pipe.hset(job_key, "finished_at", time.time())
+                self._touch(pipe, job_id)
+                pipe.execute()
         return changed
 
     def reopen(self, job_id: str) -> int:
-        """Make a finished job ``running`` again, for ``genfleet resume``; returns the
-        new round (the number of resumes so far)."""
-        job_key = JobKeys.of(job_id).job
-        self.status(job_id)
-        self._set_status_if(keys=[job_key], args=[C.STATUS_RUNNING, *C.TERMINAL_STATUSES])
+        """Make an ended job ``running`` again, for ``genfleet resume``; returns the new
+        round (the number of resumes so far).
+
+        One script decides, so of two resumes at once only one gets through; a job
+        with a step still being worked on (a cancelled job's running step) is refused.
+        """
+        keys = JobKeys.of(job_id)
+        claims = C.KEY_JOB_CLAIMS.format(job_id=job_id)
+        code, value = self._reopen(keys=[keys.job, claims], args=list(C.TERMINAL_STATUSES))
+        if int(code) == -1:
+            raise JobBusyError(
+                f"job {job_id}: step {value} is still being worked on; resume once it ends"
+            )
+        if int(code) != 1:
+            if not value:
+                raise _missing(job_id)
+            raise JobBusyError(f"job {job_id} is {value}: resume a job once it has ended")
         with self.r.pipeline() as pipe:
-            pipe.hdel(job_key, "finished_at", "summary")
-            pipe.hincrby(job_key, "round", 1)
-            self._touch(pipe, job_id)
-            round_ = pipe.execute()[1]
-        return int(round_)
+            self._persist(pipe, job_id)
+            pipe.execute()
+        return int(value)
 
     def round(self, job_id: str) -> int:
         """How many times the job was resumed (its task ids end in ``.r{round}``)."""

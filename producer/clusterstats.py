@@ -229,7 +229,7 @@ def scope_stats(limiter: ClusterLimiter, ref: KeyRef, model: str) -> ScopeStats:
 def all_key_stats(settings: Settings, client: redis.Redis) -> list[KeyStats]:
     """Counters and limiter state of every key, with the reason a key is disabled."""
     limiter = ClusterLimiter(client)
-    disabled = {str(k): str(v) for k, v in client.hgetall(C.KEY_DISABLED_KEYS).items()}
+    disabled = disabled_reasons(client)
     out = []
     for ref in key_refs(settings, client):
         counters = read_stats(client, C.KEY_STATS_KEY.format(key_id=ref.key_id))
@@ -277,3 +277,13 @@ def no_worker_warning(app: Celery, client: redis.Redis, extra: Iterable[str] = (
         for q, n in unserved.items()
     )
     return f"{where}; still waiting"
+
+
+def disabled_reasons(client: redis.Redis) -> dict[str, str]:
+    """key id -> why, for the keys whose lock-out (by fingerprint) is still on."""
+    refused = {str(k): str(v) for k, v in client.hgetall(C.KEY_DISABLED_KEYS).items()}
+    ids = list(refused)
+    if not ids:
+        return {}
+    locks = client.mget([C.KEY_DISABLED_KEY.format(fingerprint=refused[i]) for i in ids])
+    return {i: str(lock).partition(": ")[2] for i, lock in zip(ids, locks, strict=True) if lock}

@@ -3,20 +3,35 @@ the real ``openai`` SDK over HTTP to the simulator. Counts are the simulator's.
 
 Malformed 200s, a dripping body, a garbage ``Retry-After`` and an error that echoes
 the ``Authorization`` header each end as a typed error or a retried success, with
-the concurrency lease given back every time; step claims let one attempt call.
+the concurrency lease given back every time; step claims let one attempt call;
+resume is one compare-and-set; job records live as long as the job; a refused key
+is locked out by its fingerprint.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import redis
 
+from genfleet import constants as C
 from genfleet.claims import StepClaims
-from genfleet.errors import CallDeadlineError, MalformedAnswerError, PermanentLLMError
+from genfleet.errors import (
+    CallDeadlineError,
+    JobBusyError,
+    MalformedAnswerError,
+    PermanentLLMError,
+)
+from genfleet.records import JobMetrics, JobRecord, StepResult
 from genfleet.settings import load_settings
+from genfleet.store import JobKeys, JobStore
+from producer.clusterstats import disabled_reasons
 from simulator.textgen import prompt_hash
 from workers.gateway import CallContext, ChatRequest, LLMGateway
-from workers.limiter import Scope
+from workers.keypool import ApiKey, KeyPool, disabled_key
+from workers.limiter import Limits, Scope
 
 KEY = "sk-test-secret-0123456789"
 
@@ -116,3 +131,80 @@ def test_an_expired_claim_is_taken_over(r) -> None:
     taken = claims.claim("job", "s1", "alive")
     assert taken.held and taken.took_over and taken.owner == "dead"
     assert claims.live("job") == ["s1"]
+
+
+def _store(r: redis.Redis) -> JobStore:
+    return JobStore(r, ttl_s=600)
+
+
+def _job(store: JobStore, steps: int = 2) -> str:
+    steps_ids = [f"v{n}" for n in range(steps)]
+    record = JobRecord(
+        id=f"chapter-{time.time_ns()}", kind="chapter", spec={}, step_ids=steps_ids,
+        created_at=time.time(),
+    )  # fmt: skip
+    store.create(record, {"outline": "x"})
+    return record.id
+
+
+def test_a_job_lives_while_queued_or_running_and_expires_from_its_end(r) -> None:
+    store = _store(r)
+    job_id = _job(store)
+    keys = JobKeys.of(job_id)
+    store.mark_started(job_id, "v0")
+    store.save_step(job_id, StepResult(step_id="v0", ok=True))
+    assert all(r.ttl(k) == -1 for k in (keys.job, keys.inputs, keys.ok))  # no TTL while live
+    assert store.finish(job_id, C.STATUS_PARTIAL, JobMetrics(), None)
+    assert all(0 < r.ttl(k) <= 600 for k in (keys.job, keys.inputs, keys.ok))
+    assert store.reopen(job_id) == 1
+    assert r.ttl(keys.job) == -1  # live again
+    store.cancel(job_id)
+    store.save_step(job_id, StepResult(step_id="v1", ok=False))  # a late step of a cancelled job
+    assert 0 < r.ttl(keys.failed) <= 600
+
+
+def test_of_concurrent_resumes_exactly_one_reopens_the_job(r) -> None:
+    store = _store(r)
+    job_id = _job(store)
+    store.finish(job_id, C.STATUS_FAILED, JobMetrics(), "boom")
+    outcomes: list[object] = []
+
+    def resume() -> None:
+        try:
+            outcomes.append(store.reopen(job_id))
+        except JobBusyError as e:
+            outcomes.append(e)
+
+    threads = [threading.Thread(target=resume) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [o for o in outcomes if not isinstance(o, JobBusyError)] == [1]
+    assert store.status(job_id) == C.STATUS_RUNNING
+
+
+def test_resume_is_refused_while_a_step_holds_a_live_claim(r) -> None:
+    store = _store(r)
+    job_id = _job(store)
+    claims = StepClaims(r, ttl_s=600)
+    assert claims.claim(job_id, "v0", "worker-a").held
+    assert store.cancel(job_id)
+    with pytest.raises(JobBusyError, match="v0"):
+        store.reopen(job_id)
+    assert store.status(job_id) == C.STATUS_CANCELLED
+    claims.release(job_id, "v0", "worker-a")
+    assert store.reopen(job_id) == 1
+
+
+def test_a_refused_key_is_locked_by_fingerprint_briefly_then_longer(r) -> None:
+    limits = Limits(4)
+    old = ApiKey("key1", "http://p/v1", limits, "sk-old-0000000000")
+    pool = KeyPool([old], r, 5.0)
+    assert pool.disable(old, "HTTP 401") == C.DISABLED_KEY_FIRST_S
+    assert pool.usable() == []
+    assert 0 < r.ttl(disabled_key(old.secret)) <= C.DISABLED_KEY_FIRST_S
+    assert pool.disable(old, "HTTP 401") == 2 * C.DISABLED_KEY_FIRST_S  # repeats: longer
+    assert disabled_reasons(r) == {"key1": "HTTP 401"}
+    fixed = ApiKey("key1", "http://p/v1", limits, "sk-new-1111111111")  # operator fixed it
+    assert KeyPool([fixed], r, 5.0).usable() == [fixed]

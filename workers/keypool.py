@@ -9,6 +9,7 @@ cluster (a Redis hash) with a log line.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import tomllib
@@ -116,6 +117,16 @@ def keys_from_settings(settings: Settings) -> list[ApiKey]:
     return [ApiKey(f"key{n}", provider, limits, s) for n, s in enumerate(secrets, 1)]
 
 
+def fingerprint(secret: str) -> str:
+    """A short one-way name of a key's text: what a lock-out is about (not the key id,
+    which stays the same when the operator replaces a refused key)."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+def disabled_key(secret: str) -> str:
+    return C.KEY_DISABLED_KEY.format(fingerprint=fingerprint(secret))
+
+
 class KeyPool:
     """The usable keys and one ``openai`` client per key (SDK retries off)."""
 
@@ -133,17 +144,32 @@ class KeyPool:
         return [k.secret for k in self.keys]
 
     def usable(self) -> list[ApiKey]:
-        """Keys not taken out of the pool."""
-        disabled = set(self.redis.hkeys(C.KEY_DISABLED_KEYS))
-        return [k for k in self.keys if k.key_id not in disabled]
+        """Keys not taken out of the pool (by fingerprint: a replaced key works at once)."""
+        locked = self.redis.mget([disabled_key(k.secret) for k in self.keys])
+        return [k for k, lock in zip(self.keys, locked, strict=True) if lock is None]
 
-    def disable(self, key: ApiKey, reason: str) -> None:
-        """Take a key out of the pool for every worker (for ``DISABLED_KEY_TTL_S``)."""
+    def disable(self, key: ApiKey, reason: str) -> float:
+        """Take a key out of the pool for every worker; returns for how long.
+
+        The first refusal locks it out for ``DISABLED_KEY_FIRST_S``, each repeat within
+        ``DISABLED_KEY_TTL_S`` twice as long, up to ``DISABLED_KEY_TTL_S``: one
+        transient 401 does not stop a one-key cluster for an hour.
+        """
+        fp = fingerprint(key.secret)
+        refusals = C.KEY_KEY_REFUSALS.format(fingerprint=fp)
         with self.redis.pipeline() as pipe:
-            pipe.hset(C.KEY_DISABLED_KEYS, key.key_id, reason)
+            pipe.incr(refusals)
+            pipe.expire(refusals, 2 * C.DISABLED_KEY_TTL_S)
+            count = int(pipe.execute()[0])
+        seconds = min(C.DISABLED_KEY_TTL_S, C.DISABLED_KEY_FIRST_S * 2 ** (count - 1))
+        with self.redis.pipeline() as pipe:
+            pipe.set(disabled_key(key.secret), f"{key.key_id}: {reason}", ex=seconds)
+            pipe.hset(C.KEY_DISABLED_KEYS, key.key_id, fp)  # for genfleet stats (no secret)
             pipe.expire(C.KEY_DISABLED_KEYS, C.DISABLED_KEY_TTL_S)
             pipe.execute()
-        logger.error("API key %s (%s) taken out of the pool: %s", key.key_id, key.provider, reason)
+        logger.error("API key %s (%s) taken out of the pool for %ds: %s", key.key_id,
+                     key.provider, seconds, reason)  # fmt: skip
+        return float(seconds)
 
     def client_for(self, key: ApiKey) -> openai.OpenAI:
         """The process's one client for a key (connection reuse)."""
