@@ -24,6 +24,10 @@ _url = (
 )
 
 broker_url = _url
+# kombu's Redis transport, except that an entry on a queue that is not a message
+# envelope (a raw text, a JSON list) is dropped with a log line instead of ending the
+# worker (see workers/transport.py).
+broker_transport = "workers.transport:SafeRedisTransport"
 result_backend = backend_url(_url)  # Redis, without per-task result subscriptions
 # rediss://: verify the server's certificate (REDIS_CA_CERTS, else the system's CAs);
 # without these kombu would connect with CERT_NONE.
