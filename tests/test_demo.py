@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +48,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
     assert _ours(home) == []  # Redis, simulator and worker were all stopped
 
 
+@pytest.mark.slow  # a long fault or load test: `pytest -m slow`
 def test_ctrl_c_twice_cancels_the_job_and_stops_everything(env, r, home: Path) -> None:
     demo_env = {k: v for k, v in env.items() if not k.startswith("OPENAI_")}  # its simulator
     proc = subprocess.Popen(

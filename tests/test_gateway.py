@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from genfleet import constants as C
 from producer import submit_chapter
 from tests.conftest import Workers
@@ -15,6 +17,7 @@ def _wait_all(handles: list, timeout: float = 120) -> list:
     return [h.wait(timeout=timeout, progress=False) for h in handles]
 
 
+@pytest.mark.slow  # a long fault or load test: `pytest -m slow`
 def test_three_workers_under_the_simulators_hard_cap_see_no_429(
     sim, workers: Workers, monkeypatch
 ) -> None:
@@ -31,6 +34,7 @@ def test_three_workers_under_the_simulators_hard_cap_see_no_429(
     assert len(workers_used) == 3  # the work really was spread over the three processes
 
 
+@pytest.mark.slow  # a long fault or load test: `pytest -m slow`
 def test_retry_after_holds_back_every_worker(sim, workers: Workers, monkeypatch) -> None:
     sim.configure(latency_ms=50, retry_after_s=2, fail_patterns={"version 1 of 1": 429})
     for n in range(2):

@@ -141,6 +141,7 @@ def wait_until(check: Any, timeout: float = 30.0) -> bool:
     return True
 
 
+@pytest.mark.slow  # a long fault or load test: `pytest -m slow`
 def test_hostile_messages_are_refused_and_the_worker_keeps_serving(
     sim, workers: Workers, r: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:

@@ -184,6 +184,7 @@ def test_async_task_backend_polls_until_done(sim, workers: Workers, monkeypatch)
     assert by_path["/v1/images/tasks/{task_id}"] >= 4  # polled while pending
 
 
+@pytest.mark.slow  # a long fault or load test: `pytest -m slow`
 def test_async_task_times_out_after_max_wait(sim, workers: Workers, monkeypatch) -> None:
     sim.configure(image_task_seconds=30)
     monkeypatch.setenv("IMAGE_BACKEND", "async-task")
@@ -201,6 +202,7 @@ def test_async_task_times_out_after_max_wait(sim, workers: Workers, monkeypatch)
     assert sim.stats()["by_path"]["/v1/images/tasks"] == 2  # the first try and one retry
 
 
+@pytest.mark.slow  # a long fault or load test: `pytest -m slow`
 def test_cluster_wide_cap_on_image_calls(sim, workers: Workers, monkeypatch) -> None:
     sim.configure(latency_ms=300)
     monkeypatch.setenv("IMAGE_BACKEND", "openai")

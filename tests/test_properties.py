@@ -471,6 +471,7 @@ def test_bad_submit_command_is_one_line_and_nothing_enqueued(
     assert nothing_enqueued(r), argv
 
 
+@pytest.mark.slow  # a long fault or load test: `pytest -m slow`
 @SUBPROCESS
 @given(data=st.data())
 def test_bad_submit_command_in_a_real_process(

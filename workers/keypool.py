@@ -15,8 +15,8 @@ import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import openai
 import redis
 from pydantic import BaseModel, Field, ValidationError
 
@@ -25,6 +25,9 @@ from genfleet.errors import SettingsError
 from genfleet.settings import RpmLimit, Settings, TpmLimit
 from workers.limiter import Limits
 from workers.ratelimit_headers import limits_of
+
+if TYPE_CHECKING:  # the SDK takes seconds to import: only workers that call load it
+    import openai
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +176,8 @@ class KeyPool:
 
     def client_for(self, key: ApiKey) -> openai.OpenAI:
         """The process's one client for a key (connection reuse)."""
+        import openai
+
         with self._lock:
             client = self._clients.get(key.key_id)
             if client is None:

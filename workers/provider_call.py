@@ -14,13 +14,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from genfleet.errors import CallDeadlineError, MalformedAnswerError, TransientLLMError
 from workers.gateway_types import ChatRequest, ChatResult
 from workers.retry import classify
+
+if TYPE_CHECKING:  # the SDK takes seconds to import: loaded by the first call, not by the producer
+    import openai
 
 HeaderSink = Callable[[Any], None]
 MAX_BODY_BYTES = 32 * 1024 * 1024  # an answer bigger than this is not a chat answer
@@ -35,6 +36,8 @@ def call_chat(
 
     ``on_headers`` gets the answer's headers, error answers' included (``auto`` limits).
     """
+    import openai
+
     started = time.monotonic()
     deadline = started + timeout_s
     where = _Where(provider, request.model)

@@ -10,8 +10,7 @@ import math
 import random
 import time
 from collections.abc import Mapping
-
-import openai
+from typing import TYPE_CHECKING
 
 from genfleet import constants as C
 from genfleet.errors import (
@@ -20,6 +19,9 @@ from genfleet.errors import (
     RateLimitedError,
     TransientLLMError,
 )
+
+if TYPE_CHECKING:
+    import openai
 
 TRANSIENT_STATUSES = frozenset({408, 409, 429})
 
@@ -62,6 +64,8 @@ def _date_delay(raw: str) -> float | None:
 
 def classify(exc: Exception, *, provider: str, model: str) -> LLMError:
     """Map an ``openai`` SDK exception to genfleet's error tree."""
+    import openai  # here: the producer imports this module without needing the SDK
+
     if isinstance(exc, openai.APITimeoutError):
         return TransientLLMError("the provider timed out", provider=provider, model=model)
     if isinstance(exc, openai.APIConnectionError):
