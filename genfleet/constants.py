@@ -67,6 +67,8 @@ TASK_TWEET = "genfleet.llm.tweet"
 TASK_BATCH_ITEMS = "genfleet.llm.batch_items"
 TASK_BATCH_REVIEW = "genfleet.llm.batch_review"
 TASK_IMAGE_GENERATE = "genfleet.images.generate"
+TASK_BATCH_POLL = "genfleet.control.batch_poll"
+TASK_BATCH_CANCEL = "genfleet.control.batch_cancel"
 DEFAULT_IMAGE_GPU_QUEUES = 8  # images.gpu0 .. images.gpu7 are declared up front
 
 # Redis keys
@@ -90,6 +92,13 @@ KEY_STATS_COST = KEY_PREFIX + ":stats:cost:{key_id}"  # hash model -> USD (worke
 KEY_BUDGET_JOB = KEY_PREFIX + ":budget:job:{job_id}"  # a job's spending (workers.budget)
 KEY_BUDGET_DAY = KEY_PREFIX + ":budget:day:{day}"  # the cluster's spending on a UTC day
 KEY_LEARNED = KEY_LIMITER_PREFIX + ":learned:{scope}"  # limits read from x-ratelimit-*
+KEY_BATCH_REQ = KEY_PREFIX + ":batch:req:{rid}"  # hash: one request of the Batch API
+KEY_BATCH_PENDING = KEY_PREFIX + ":batch:pending"  # sorted set rid -> time queued
+KEY_BATCH_LIVE = KEY_PREFIX + ":batch:live"  # set of batch ids not yet collected
+KEY_BATCH = KEY_PREFIX + ":batch:b:{batch_id}"  # hash: one batch at the provider
+KEY_BATCH_POLLER = KEY_PREFIX + ":batch:poller"  # set while a poll task is scheduled
+KEY_BATCH_LOCK = KEY_PREFIX + ":batch:lock"  # held by the one poll cycle running
+KEY_JOB_BATCHES = KEY_JOB + ":batches"  # hash batch id -> JSON (status, counts)
 BUDGET_TTL_S = 8 * 24 * 3600  # budget hashes outlive their last call by this
 LEARNED_TTL_S = 24 * 3600  # learned limits are forgotten a day after the last answer
 DISABLED_KEY_FIRST_S = 30  # a refused key's first lock-out; doubles with each repeat ...

@@ -128,8 +128,8 @@ def status(job_id: str) -> None:
     """Show a job's status, steps and metrics."""
     from producer.client import connect
 
-    view = get_job(views.check_job_id(job_id)).view()
-    click.echo(views.status_text(view, connect().store.round(job_id)))
+    handle = get_job(views.check_job_id(job_id))
+    click.echo(views.status_text(handle.view(), connect().store.round(job_id), handle.batches()))
 
 
 @cli.command()

@@ -26,7 +26,7 @@ def follow_to_the_end(handle: JobHandle) -> JobView:
     """Follow a job until it ends, print its status; exit 1 unless it produced results
     (``succeeded`` or ``partial``): ``submit --wait`` and ``watch`` alike."""
     view = handle.wait()
-    click.echo(views.status_text(view))
+    click.echo(views.status_text(view, batches=handle.batches()))
     if view.status not in OK_STATUSES:
         sys.exit(1)
     return view

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from genfleet import constants as C
 from genfleet.errors import InputError
 from genfleet.settings import Settings
 from producer.canvas import FINALIZE_STEP, task_id_for
@@ -29,5 +30,7 @@ def cancel(job_id: str, *, settings: Settings | None = None) -> int:
     task_ids = [task_id_for(job_id, s, round_) for s in pending]
     task_ids.append(task_id_for(job_id, FINALIZE_STEP, round_))
     client.app.control.revoke(task_ids)
+    if view.record.spec.get("api_mode") == C.API_BATCH:  # its batches, at the provider
+        client.app.send_task(C.TASK_BATCH_CANCEL, args=(job_id,))
     logger.info("job %s cancelled; %d step tasks revoked", job_id, len(pending))
     return len(pending)

@@ -58,6 +58,11 @@ class JobHandle:
         extra = [] if gpu is None else [f"{C.QUEUE_IMAGES_GPU_PREFIX}{gpu}"]
         return no_worker_warning(self._client.app, self._client.store.r, extra)
 
+    def batches(self) -> dict[str, str]:
+        """A batch-mode job's batches: batch id -> JSON of provider status and counts."""
+        raw = self._client.store.r.hgetall(C.KEY_JOB_BATCHES.format(job_id=self.id))
+        return {str(k): str(v) for k, v in raw.items()}
+
     def results(self) -> list[dict[str, Any]]:
         """One dict per finished step, in step order (outputs or errors)."""
         return [r.model_dump() for r in self.view().step_results()]

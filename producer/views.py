@@ -76,6 +76,19 @@ def _pace_line(view: JobView, elapsed: float) -> str:
     return line
 
 
+def batch_lines(batches: dict[str, str]) -> list[str]:
+    """A batch-mode job's batches (``genfleet:job:{id}:batches``): id, status, counts."""
+    lines = []
+    for batch_id, raw in sorted(batches.items()):
+        info = json.loads(raw)
+        c = info.get("counts") or {}
+        lines.append(
+            f"  batch {batch_id}: {info.get('status')}, {c.get('completed', 0)} completed, "
+            f"{c.get('failed', 0)} failed of {c.get('total', 0)}"
+        )
+    return lines
+
+
 def speedup_text(view: JobView, metrics: JobMetrics, rounds: int = 0) -> str:
     """The speed-up (serial-equivalent / elapsed), or why it means nothing here."""
     if view.status not in (C.STATUS_SUCCEEDED, C.STATUS_PARTIAL):
@@ -85,7 +98,7 @@ def speedup_text(view: JobView, metrics: JobMetrics, rounds: int = 0) -> str:
     return f"{metrics.speedup:.2f}x"
 
 
-def status_text(view: JobView, rounds: int = 0) -> str:
+def status_text(view: JobView, rounds: int = 0, batches: dict[str, str] | None = None) -> str:
     """Status and counts, elapsed time and an estimate of what is left, the steps
     (all of a small job; the failed and running ones of a big job), metrics, error.
     ``rounds``: how many times the job was resumed."""
@@ -104,6 +117,7 @@ def status_text(view: JobView, rounds: int = 0) -> str:
         f"tokens in/out {m.tokens_in}/{m.tokens_out}",
     ]
     lines.append(cost_line(view, m.cost_usd))
+    lines += batch_lines(batches or {})
     llm = m.extra.get("llm")
     if llm:
         lines.append(

@@ -61,6 +61,10 @@ def build_parser(prog: str = "python -m simulator") -> argparse.ArgumentParser:
     p.add_argument("--moderation-words", type=_keys, default=("forbidden",))
     p.add_argument("--image-task-seconds", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-seconds", type=float, default=2.0,
+                   help="how long a Batch API batch takes")  # fmt: skip
+    p.add_argument("--batch-expire-first", type=int, default=0,
+                   help="the first N batches expire half-done")  # fmt: skip
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -83,6 +87,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         moderation_words=args.moderation_words,
         image_task_seconds=args.image_task_seconds,
         seed=args.seed,
+        batch_seconds=args.batch_seconds,
+        batch_expire_first=args.batch_expire_first,
     )
 
 

@@ -35,6 +35,8 @@ RUNTIME_FIELDS = frozenset(
         "drip_s",
         "retry_after_text",
         "echo_auth",
+        "batch_seconds",
+        "batch_expire_first",
     }
 )
 
@@ -106,6 +108,8 @@ class SimulatorConfig:
     drip_s: float = 0.0
     retry_after_text: str = ""
     echo_auth: bool = False
+    batch_seconds: float = 2.0  # a batch is answered this long after it was created
+    batch_expire_first: int = 0  # the first N batches (since start or reset) expire half-done
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -118,9 +122,10 @@ class SimulatorConfig:
             "image_task_seconds",
             "retry_after_s",
             "drip_s",
+            "batch_seconds",
         ):
             _check_min(name, getattr(self, name), 0.0)
-        for name in ("rpm", "tpm"):
+        for name in ("rpm", "tpm", "batch_expire_first"):
             _check_min(name, getattr(self, name), 0)
         _check_min("output_tokens", self.output_tokens, 1)
         rates = {

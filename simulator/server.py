@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from genfleet.tokens import estimate_text_tokens
+from simulator.batches import BatchRoutes, BatchStore
 from simulator.caps import KeyCaps
 from simulator.chat import completion_body, int_field, plan_chat
 from simulator.config import TIMEOUT_ERROR, SimulatorConfig
@@ -66,6 +67,7 @@ class SimulatorState:
         self.tasks: dict[str, ImageTask] = {}
         self.garbage = Garbage()
         self.malformed = Malformed()
+        self.batches = BatchStore()
         self.reseed()
 
     def reseed(self) -> None:
@@ -79,6 +81,7 @@ class SimulatorState:
         self.caps.reset()
         self.garbage = Garbage()
         self.malformed = Malformed()
+        self.batches.reset()
         self.reseed()
 
     def authorize(self, request: web.Request) -> str:
@@ -366,6 +369,7 @@ def create_app(
     app.router.add_get("/v1/images/render", image_render)
     app.router.add_post("/v1/images/tasks", create_image_task)
     app.router.add_get("/v1/images/tasks/{task_id}", get_image_task)
+    BatchRoutes(STATE).register(app)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/stats", get_stats)
     app.router.add_post("/stats/reset", reset_stats)

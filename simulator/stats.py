@@ -34,6 +34,7 @@ class Stats:
         self.chat_by_prompt: Counter[str] = Counter()
         # every chat call that got past authentication, whatever its answer
         self.chat_calls_by_prompt: Counter[str] = Counter()
+        self.batch_lines = 0  # requests answered through the Batch API
         self.max_in_flight = self.in_flight
         # (arrival time, status, key id) of the latest calls, for tests that check timing
         self.recent: deque[tuple[float, str, str]] = deque(maxlen=RECENT_CALLS)
@@ -83,5 +84,6 @@ class Stats:
             "max_in_flight": self.max_in_flight,
             "chat_by_prompt": dict(self.chat_by_prompt),
             "chat_calls_by_prompt": dict(self.chat_calls_by_prompt),
+            "batch_lines": self.batch_lines,
             "recent": [list(call) for call in self.recent],
         }

@@ -9,7 +9,15 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready
 
-app = Celery("genfleet", include=["workers.tasks", "workers.pipeline_tasks", "workers.image_tasks"])
+app = Celery(
+    "genfleet",
+    include=[
+        "workers.tasks",
+        "workers.pipeline_tasks",
+        "workers.image_tasks",
+        "workers.batch_tasks",
+    ],
+)
 app.config_from_object("celeryconfig")
 
 

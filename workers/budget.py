@@ -62,9 +62,7 @@ def make_ask(cost: float | None, job_id: str, job_max: float | None, day_max: fl
     return BudgetAsk(cost or 0.0, job_key(job_id), job_max, day_key(), day_max)
 
 
-# Lua functions used inside ACQUIRE. Expects locals `now`, `lease`, `lease_s` and
-# KEYS[9] (job budget), KEYS[10] (day budget); ARGV[15] cost, [16] job max, [17] day max,
-# [18] key ttl s.
+# The template of ``budget_lua`` (ACQUIRE's key and argument numbers).
 BUDGET_LUA = """
 local b_cost, b_job, b_day = tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17])
 local b_ttl = tonumber(ARGV[18])
@@ -104,6 +102,20 @@ local function budget_reserve()
 end
 """
 
+
+def budget_lua(k: int, a: int) -> str:
+    """Lua functions ``budget_deny()`` and ``budget_reserve()`` for a script with the
+    locals ``now``, ``lease`` and ``lease_s``: KEYS[k] is the job's budget, KEYS[k+1]
+    the day's; ARGV[a..a+3] the cost, the job's and the day's budget (0: none), the
+    keys' TTL in seconds. ``budget_deny`` returns a reason or nil."""
+    return (
+        BUDGET_LUA.replace("KEYS[9]", f"KEYS[{k}]").replace("KEYS[10]", f"KEYS[{k + 1}]")
+        .replace("for i = 9, 10 do", f"for i = {k}, {k + 1} do")
+        .replace("ARGV[15]", f"ARGV[{a}]").replace("ARGV[16]", f"ARGV[{a + 1}]")
+        .replace("ARGV[17]", f"ARGV[{a + 2}]").replace("ARGV[18]", f"ARGV[{a + 3}]")
+    )  # fmt: skip
+
+
 # KEYS: 1 job budget, 2 day budget; ARGV: 1 lease id, 2 cost (USD billed), 3 ttl s.
 # Drops the lease's reservations and adds what was billed. Budget hashes of jobs
 # without a budget are counted too, so a budget set by a resume sees the spending.
@@ -118,12 +130,40 @@ return 1
 """
 
 
+# A reservation outside the limiter (the Batch API): KEYS 1 job, 2 day budget;
+# ARGV 1 reservation id, 2 lifetime s, 3-6 as budget_lua. Returns a reason or ''.
+RESERVE_LUA = (
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local lease, lease_s = ARGV[1], tonumber(ARGV[2])
+"""
+    + budget_lua(1, 3)
+    + """
+local reason = budget_deny()
+if reason then return reason end
+budget_reserve()
+return ''
+"""
+)
+
+
 class Budgets:
     """Settling calls and reading what was spent (the reservation is in ACQUIRE)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._settle = client.register_script(SETTLE_LUA)
+        self._reserve = client.register_script(RESERVE_LUA)
+
+    def reserve(self, ask: BudgetAsk, reservation_id: str, lifetime_s: float) -> str:
+        """Reserve outside the limiter (a batch request); returns a refusal reason or ''."""
+        if not ask.active:
+            return ""
+        args: list[str | float] = [reservation_id, lifetime_s, f"{ask.cost:.10f}", ask.job_max,
+                                   ask.day_max, C.BUDGET_TTL_S]  # fmt: skip
+        reason = self._reserve(keys=[ask.job_key, ask.day_key], args=args)
+        return reason.decode() if isinstance(reason, bytes) else str(reason)
 
     def settle(self, lease_id: str, job_id: str, day: str, cost: float) -> None:
         """Replace a lease's reservation by the cost really billed."""

@@ -31,6 +31,7 @@ from genfleet.outage import REDIS_DOWN
 from genfleet.prices import load_prices
 from genfleet.settings import Settings
 from genfleet.tokens import estimate_messages_tokens
+from workers.batch import BatchCalls
 from workers.budget import REASONS as BUDGET_REASONS
 from workers.budget import BudgetAsk, Budgets, make_ask
 from workers.cache import ResponseCache, cache_digest
@@ -66,11 +67,14 @@ class LLMGateway:
         self.prices = load_prices(settings.genfleet_prices, settings.genfleet_providers)
         self.budgets = Budgets(client)
         self.learned = LearnedLimits(client)
+        self.batch = BatchCalls(client, settings, self.pool, self.prices, self.budgets)
         self._cache_ns = ",".join(sorted({k.provider for k in self.pool.keys}))
         self._effective: dict[Scope, int] = {}
 
     def chat(self, request: ChatRequest, ctx: CallContext) -> ChatResult:
         """Make the call; raises ``LLMError`` or ``RetryLater``."""
+        if ctx.api_mode == C.API_BATCH:
+            return self.batch.chat(request, ctx)
         digest = (
             cache_digest(self._cache_ns, request) if self.cache.wanted(request, ctx.cache) else ""
         )

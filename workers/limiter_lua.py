@@ -7,7 +7,7 @@ Numbers go back to Python as strings: Redis would truncate a Lua number to an in
 
 from __future__ import annotations
 
-from workers.budget import BUDGET_LUA
+from workers.budget import budget_lua
 
 PRELUDE = """
 local function clock(arg)
@@ -41,7 +41,7 @@ local ttl_ms, divisor = tonumber(ARGV[11]), tonumber(ARGV[12])
 local slot_wait, min_wait = tonumber(ARGV[13]), tonumber(ARGV[14])
 local state, leases, rpm_log, tpm_log, tpm_tok = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 """
-    + BUDGET_LUA
+    + budget_lua(9, 15)
     + """
 
 local function deny(reason, wait)
