@@ -47,14 +47,20 @@ def job_cost(llm: dict[str, Any]) -> float | None:
 
 
 def budget_error(view: JobView, spent: float | None) -> str:
-    """What a job stopped by its budget spent, and how to continue it."""
+    """What a job stopped by a budget spent, and how to continue it."""
     stopped = over_budget(view)
     budget = view.record.spec.get("max_cost_usd")
-    limit = f"its budget of {format_usd(budget)}" if budget else "the day's budget"
+    by_day = any("LLM_BUDGET_USD_PER_DAY" in (view.failed[s].error or "") for s in stopped)
+    head = f"{format_usd(spent)} spent; {len(stopped)} of {view.total} steps were not called"
+    if by_day or not budget:
+        return (
+            f"the cluster's budget for the day (LLM_BUDGET_USD_PER_DAY) was reached: {head} "
+            f"({C.STEP_BUDGET_EXCEEDED}). Continue tomorrow (UTC) or with a higher "
+            f"LLM_BUDGET_USD_PER_DAY: genfleet resume {view.id}"
+        )
     return (
-        f"{limit} was reached: {format_usd(spent)} spent; {len(stopped)} of {view.total} "
-        f"steps were not called ({C.STEP_BUDGET_EXCEEDED}). Continue with: "
-        f"genfleet resume {view.id} --max-cost USD (the job's new total budget)"
+        f"its budget of {format_usd(budget)} was reached: {head} ({C.STEP_BUDGET_EXCEEDED}). "
+        f"Continue with: genfleet resume {view.id} --max-cost USD (the job's new total budget)"
     )
 
 

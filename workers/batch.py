@@ -39,6 +39,8 @@ from workers.keypool import KeyPool
 
 logger = logging.getLogger(__name__)
 
+RECHECK_MAX_POLLS = 10  # a waiting step looks again at least every 10 polls
+
 # Queue a request once: KEYS 1 request hash, 2 pending set; ARGV 1 rid, 2 now,
 # 3.. field/value pairs. Returns 1 when queued now, 0 when it was already known.
 _QUEUE_LUA = """
@@ -102,9 +104,17 @@ class BatchCalls:
             self._queue_request(rid, request, ctx)
         ensure_poller(self.redis, self.settings)
         raise RetryLater(
-            self.settings.llm_batch_poll_s, ctx.attempts_used, "waiting for the Batch API",
+            self._recheck_s(state), ctx.attempts_used, "waiting for the Batch API",
             ctx.rate_limited_used,
         )  # fmt: skip
+
+    def _recheck_s(self, state: dict[str, str]) -> float:
+        """When the step looks again: every poll at first, less often for a long batch
+        (a tenth of the request's age, at most ten polls), so a day-long batch does
+        not keep the workers busy with look-ups."""
+        poll_s = self.settings.llm_batch_poll_s
+        age = time.time() - float(state.get("queued_at") or time.time())
+        return min(RECHECK_MAX_POLLS * poll_s, max(poll_s, age / 10))
 
     def _answered(
         self, state: dict[str, str], request: ChatRequest, ctx: CallContext
