@@ -150,7 +150,8 @@ def test_a_budget_holds_in_batch_mode(sim, workers: Workers) -> None:
 
 def test_bad_mode_on_the_command_line(env, r) -> None:
     out = subprocess.run(
-        genfleet_cmd("submit", "chapter", "--project", "p", "--chapter", "1", "--mode", "bulk"),
+        genfleet_cmd("submit", "chapter", "--project", "p", "--chapter", "1", "--outline-file",
+                     str(ROOT / "examples" / "outline.txt"), "--mode", "bulk"),
         env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.returncode != 0 and "--mode" in out.stderr and "Traceback" not in out.stderr

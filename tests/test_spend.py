@@ -17,7 +17,7 @@ from genfleet import constants as C
 from genfleet.errors import InputError
 from genfleet.prices import BUILTIN_PRICES, Price
 from producer import resume, submit_chapter
-from tests.conftest import Workers, genfleet_cmd
+from tests.conftest import ROOT, Workers, genfleet_cmd
 
 OUTLINE = "A cartographer maps a city that rearranges itself every night."
 MINI = BUILTIN_PRICES["gpt-4o-mini"]
@@ -144,7 +144,8 @@ def test_bad_spending_options_enqueue_nothing(env, r) -> None:
     with pytest.raises(InputError, match="mode='cheap' is invalid"):
         submit_chapter("bad", 1, OUTLINE, mode="cheap")
     out = subprocess.run(
-        genfleet_cmd("submit", "chapter", "--project", "p", "--chapter", "1", "--max-cost", "0"),
+        genfleet_cmd("submit", "chapter", "--project", "p", "--chapter", "1", "--outline-file",
+                     str(ROOT / "examples" / "outline.txt"), "--max-cost", "0"),
         env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.returncode != 0 and "--max-cost" in out.stderr and "Traceback" not in out.stderr
