@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from genfleet.tokens import estimate_messages_tokens, estimate_text_tokens
 from simulator import textgen
 from simulator.config import SimulatorConfig
 from simulator.errors import ApiError
+from simulator.tokens import count_messages, count_text
 
 MAX_CHOICES = 16
 MAX_TOKENS_LIMIT = 10**6
@@ -66,14 +66,14 @@ def plan_chat(body: Mapping[str, Any], config: SimulatorConfig) -> ChatPlan:
         ]
     except (TypeError, ValueError) as e:  # a schema the filler cannot satisfy
         raise ApiError(400, f"Invalid schema for response_format: {e}") from None
-    prompt_tokens = estimate_messages_tokens(messages)
+    prompt_tokens = count_messages(messages)
     text = textgen.message_text(messages)
     forced = next((st for pat, st in config.fail_patterns.items() if pat in text), None)
     return ChatPlan(
         model=model,
         choices=choices,
         prompt_tokens=prompt_tokens,
-        completion_tokens=sum(estimate_text_tokens(c["message"]["content"]) for c in choices),
+        completion_tokens=sum(count_text(c["message"]["content"]) for c in choices),
         admission_tokens=prompt_tokens + limit * n,
         prompt_hash=textgen.prompt_hash(messages),
         forced_status=forced,

@@ -21,7 +21,6 @@ from typing import Any
 
 from aiohttp import web
 
-from genfleet.tokens import estimate_text_tokens
 from simulator.batches import BatchRoutes, BatchStore
 from simulator.caps import KeyCaps
 from simulator.chat import completion_body, int_field, plan_chat
@@ -32,6 +31,7 @@ from simulator.garbage import Garbage
 from simulator.images import DEFAULT_SIZE, parse_size, render_b64, render_png
 from simulator.stats import Stats, key_id
 from simulator.textgen import message_text
+from simulator.tokens import count_text
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ async def images_generations(request: web.Request) -> web.Response:
         raise ApiError(400, "'response_format' must be 'b64_json' or 'url'.")
     state.check_prompt(prompt)
     with state.stats.tracking():
-        await state.gate(key, estimate_text_tokens(prompt))
+        await state.gate(key, count_text(prompt))
         if fmt == "url":
             data = [{"url": _render_url(request, prompt, width, height, i)} for i in range(n)]
         else:
@@ -257,7 +257,7 @@ async def create_image_task(request: web.Request) -> web.Response:
     prompt, (width, height) = _prompt_field(body), _size_field(body)
     state.check_prompt(prompt)
     with state.stats.tracking():
-        await state.gate(key, estimate_text_tokens(prompt))
+        await state.gate(key, count_text(prompt))
     task_id = state.add_task(prompt, width, height)
     return web.json_response({"task_id": task_id, "status": "pending"})
 

@@ -84,7 +84,8 @@ def is_mostly_cjk(text: str) -> bool:
 
 
 def generate_text(rng: random.Random, max_tokens: int, cjk: bool = False) -> str:
-    """Text of about ``max_tokens`` tokens (never more, by ``genfleet.tokens``' estimate)."""
+    """Text of about ``max_tokens`` tokens (never more by ``genfleet.tokens``' estimate,
+    nor by the simulator's own count, which is lower for both languages)."""
     if cjk:
         return _chinese(rng, max_tokens)
     return _english(rng, max_tokens)

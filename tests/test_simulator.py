@@ -23,7 +23,6 @@ import pytest
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from genfleet.tokens import estimate_messages_tokens
 from simulator.caps import KeyCaps
 from simulator.config import SimulatorConfig, parse_error_rate
 from simulator.process import SimulatorProcess
@@ -93,7 +92,9 @@ def test_chat_returns_text_and_usage(sim: SimulatorProcess) -> None:
     assert text and reply.choices[0].finish_reason == "stop"
     assert reply.model == "gpt-4o-mini" and reply.choices[0].message.role == "assistant"
     messages = [{"role": "user", "content": "Write a haiku about queues."}]
-    assert reply.usage.prompt_tokens == estimate_messages_tokens(messages)
+    # The provider's own count: 27 bytes of UTF-8 -> 7 tokens, plus 3 for the message.
+    assert reply.usage.prompt_tokens == 3 + 7
+    assert reply.usage.completion_tokens == -(-len(text.encode()) // 4)
     assert 150 <= reply.usage.completion_tokens <= 200
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
     stats = sim.stats()
@@ -246,7 +247,7 @@ def test_rpm_cap_refuses_exactly_the_extra_request(sim: SimulatorProcess) -> Non
 
 
 def test_tpm_cap_counts_prompt_and_max_tokens(sim: SimulatorProcess) -> None:
-    cost = estimate_messages_tokens([{"role": "user", "content": "hi"}]) + 50
+    cost = 3 + 1 + 50  # "hi": one token (2 bytes), its message 3, and max_tokens
     sim.configure(tpm=2 * cost)
     cli = client(sim)
     ask(cli, "hi", max_tokens=50)
@@ -450,3 +451,12 @@ def test_process_stops_cleanly_on_sigterm() -> None:
     assert sim.returncode == 0
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_tokens_are_counted_by_the_providers_own_rule(sim: SimulatorProcess) -> None:
+    """UTF-8 bytes / 4, not genfleet's estimator: Chinese costs 3/4 token a character."""
+    chinese = "灯塔守护者在风暴之夜收到一封来自远方的信。" * 4  # 84 characters, 252 bytes
+    reply = ask(client(sim), chinese)
+    assert reply.usage.prompt_tokens == 3 + 252 // 4
+    english = "The lighthouse keeper reads the letter twice."  # 45 bytes
+    assert ask(client(sim), english).usage.prompt_tokens == 3 + 12
