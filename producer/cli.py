@@ -79,7 +79,10 @@ def worker() -> None:
               default="INFO", show_default=True)  # fmt: skip
 def worker_llm(concurrency: int | None, pool: str, name: str | None, loglevel: str) -> None:
     """Run an LLM worker on the 'llm' and 'control' queues."""
+    from workers.keypool import keys_from_settings
+
     settings = load_settings()
+    keys_from_settings(settings)  # no key: one line now, not a failure in every step later
     use_redis(settings)
     args = celery_worker_command(
         ["llm", "control"],
@@ -175,13 +178,18 @@ def jobs(limit: int) -> None:
     click.echo(views.jobs_text(connect().store, limit))
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command(
+    context_settings={
+        "ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": [],
+    },
+    add_help_option=False,
+)  # fmt: skip
 @click.pass_context
 def simulate(ctx: click.Context) -> None:
-    """Run the OpenAI-compatible simulator (see 'genfleet simulate --help')."""
+    """Run the OpenAI-compatible simulator; 'genfleet simulate --help' lists its options."""
     from simulator.__main__ import main as simulator_main
 
-    sys.exit(simulator_main(list(ctx.args)))
+    sys.exit(simulator_main(list(ctx.args), prog="genfleet simulate"))
 
 
 @cli.command("redis")

@@ -20,8 +20,12 @@ ENTRIES = [
     json.dumps(42),
     json.dumps({"body": "e30=", "headers": {}}),  # no properties
     json.dumps({"body": 5, "properties": {"delivery_tag": "t", "body_encoding": "base64"}}),
-    json.dumps({"body": "e30=", "properties": {"delivery_tag": "t", "body_encoding": "base64",
-                                              "delivery_info": {}}}),  # fmt: skip
+    json.dumps(
+        {
+            "body": "e30=",
+            "properties": {"delivery_tag": "t", "body_encoding": "base64", "delivery_info": {}},
+        }
+    ),  # fmt: skip
     json.dumps({"body": "x" * 5_000_000, "properties": []}),  # a huge one
 ]
 

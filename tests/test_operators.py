@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,3 +149,38 @@ def test_results_jsonl_has_a_line_per_item_and_per_failed_step(
     assert done.stdout.strip() == (
         f"wrote 3 lines (2 results, 1 failed steps) of {job_id} to {out}"
     )
+
+
+def test_simulate_help_lists_the_simulators_options() -> None:
+    out = subprocess.run(genfleet_cmd("simulate", "--help"), capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: genfleet simulate")
+    for option in ("--latency-ms", "--rpm", "--tpm", "--error-rate", "/admin/config",
+                   "fail_patterns", "OPENAI_BASE_URL"):  # fmt: skip
+        assert option in out.stdout
+
+
+def test_llm_worker_without_a_key_refuses_to_start(env) -> None:
+    no_key = {k: v for k, v in env.items() if k != "OPENAI_API_KEY"}
+    out = subprocess.run(genfleet_cmd("worker", "llm"), env=no_key, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "genfleet: OPENAI_API_KEY is not set: the LLM worker needs an API key "
+        "(or OPENAI_API_KEYS, or GENFLEET_PROVIDERS)"
+    ]
+
+
+def test_the_readme_key_table_names_every_redis_key() -> None:
+    from genfleet import constants as C
+
+    def shape(key: str) -> str:
+        return re.sub(r"\{[^}]*\}", "{}", key)
+
+    section = (ROOT / "README.md").read_text().split("## Where results are (Redis keys)")[1]
+    documented = [shape(k) for k in re.findall(r"`(genfleet:[^`]+)`", section.split("\n## ")[0])]
+    keys = {name: shape(v) for name, v in vars(C).items()
+            if name.startswith("KEY_") and name != "KEY_PREFIX"}  # fmt: skip
+    missing = [n for n, k in keys.items() if not any(d.startswith(k) for d in documented)]
+    assert missing == []
