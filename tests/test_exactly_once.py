@@ -7,14 +7,18 @@ Slow (real calls of several seconds): marked ``slow``.
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 import redis
 
 from genfleet import constants as C
+from genfleet.errors import GenfleetError
 from producer.pipelines import submit_tweets
 from tests.conftest import Workers, wait_for
-from tests.test_faults import PERSONA, calendar, tweet_prompt_hash
+from tests.test_faults import PERSONA, calendar, own_redis, tweet_prompt_hash
+
+__all__ = ["own_redis"]  # a fixture used here
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +98,41 @@ def test_a_killed_workers_leases_and_claims_come_back_within_seconds(
     calls = _calls(sim, cal)
     assert all(n >= 1 for n in calls.values()) and sum(calls.values()) <= 4 + 2
     assert sum(1 for n in calls.values() if n > 1) <= 2  # only the two killed mid-call
+
+
+def test_redis_out_of_memory_loses_nothing_and_calls_nothing_twice(
+    sim, workers: Workers, own_redis: dict
+) -> None:
+    sim.configure(latency_ms=3000)
+    cal = calendar(4)
+    worker = workers.start("oom", concurrency=2, REDIS_URL=own_redis["url"])
+    handle = submit_tweets(PERSONA, cal, count=4)
+    wait_for(lambda: sim.stats()["in_flight"] == 2, 60, "two calls in flight")
+    full = redis.Redis.from_url(own_redis["url"], decode_responses=True)
+    jobs_before = len(full.keys(f"{C.KEY_PREFIX}:job:*"))
+    full.config_set("maxmemory", 1)  # noeviction: every write is refused
+    with pytest.raises(GenfleetError):
+        submit_tweets(PERSONA, calendar(1), count=1)
+    assert len(full.keys(f"{C.KEY_PREFIX}:job:*")) == jobs_before  # no orphan record
+    wait_for(lambda: sim.stats()["in_flight"] == 0, 60, "the paid calls to end")
+    time.sleep(3)  # the results wait in memory; the next messages are popped and held
+    assert worker.proc is not None and worker.proc.poll() is None
+    full.config_set("maxmemory", 0)
+    view = handle.wait(timeout=180, progress=False)
+    assert view.status == C.STATUS_SUCCEEDED, view.error
+    assert len(view.ok) == 4 and not view.failed
+    assert _calls(sim, cal) == dict.fromkeys(cal["calendar"], 1)
+    assert worker.proc.poll() is None
+
+
+def test_a_worker_whose_clock_is_off_never_causes_a_second_call(sim, workers: Workers) -> None:
+    sim.configure(latency_ms=4000)
+    cal = calendar(4)
+    env = {"BROKER_VISIBILITY_TIMEOUT_S": "10"}
+    # kombu dates held messages by the worker's clock: to the others, these look
+    # 60 s old at once, and are handed out again while their calls run.
+    workers.start("skewed", concurrency=4, GENFLEET_TEST_CLOCK_OFFSET_S="-60", **env)
+    workers.start("on-time", concurrency=4, **env)
+    view = submit_tweets(PERSONA, cal, count=4).wait(timeout=180, progress=False)
+    assert view.status == C.STATUS_SUCCEEDED, view.error
+    assert _calls(sim, cal) == dict.fromkeys(cal["calendar"], 1)

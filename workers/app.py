@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_process_init,
+    worker_ready,
+)
+
+from genfleet.safety import EscapeControls
 
 app = Celery(
     "genfleet",
@@ -26,6 +34,14 @@ def _fresh_resources(**_: Any) -> None:
     from workers import runtime
 
     runtime.reset()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _one_line_per_record(logger: logging.Logger, **_: Any) -> None:
+    # A newline or ANSI escape in user text (a project id) must not forge log lines.
+    for handler in logger.handlers:
+        handler.addFilter(EscapeControls())
 
 
 @worker_ready.connect

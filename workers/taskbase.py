@@ -7,8 +7,10 @@ from typing import Any
 
 from celery import Task
 
+from genfleet import constants as C
 from genfleet.claims import new_owner
 from genfleet.outage import REDIS_DOWN, through_outage
+from genfleet.safety import escape_controls, name_problem
 from workers import runtime
 from workers.gateway import CallContext, RetryLater
 from workers.stepevents import step_reply
@@ -24,14 +26,16 @@ STEP_OPTIONS: dict[str, Any] = {
     "max_retries": 50,
     "Request": "workers.stepevents:StepRequest",  # a failed step is failed in Flower
 }
-MAX_ID_CHARS = 128
 
 
 def check_ids(*values: str) -> None:
-    """Refuse ids that cannot be genfleet's (a hand-made or corrupted message)."""
+    """Refuse ids that cannot be genfleet's (a hand-made or corrupted message): they
+    become Redis keys and file names, so ``..``, ``/`` and control characters are out."""
     for value in values:
-        if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
-            raise ValueError(f"bad id argument: {value!r}")
+        problem = name_problem(value)
+        if problem:
+            shown = escape_controls(repr(value))[:80]
+            raise ValueError(f"bad id argument: {shown}: {problem}")
 
 
 def run_step(
@@ -51,7 +55,7 @@ def run_step(
                 runtime.store(), job_id, step_id, index, work, ctx,
                 task.request.hostname or "", owner,
             ),
-            f"job {job_id} step {step_id}",
+            f"job {job_id} step {step_id}", C.RESULT_SAVE_MAX_WAIT_S,
         )  # fmt: skip
     except RetryLater as e:
         logger.info("job %s step %s: re-scheduled in %.1fs", job_id, step_id, e.delay_s)

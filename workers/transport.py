@@ -5,7 +5,8 @@ each entry it pops as a JSON envelope (``{"body", "properties", ...}``) outside 
 error handling: a raw text that is not JSON, or JSON that is not such an envelope (a
 list, a number, an object without ``properties``), raises in the worker's event loop
 and ends the worker. Here such an entry is dropped with one log line and the worker
-goes on serving. (A well-formed envelope with a malformed *task* message is the
+goes on serving. A message popped while Redis cannot record it (out of memory) is
+held until it can. (A well-formed envelope with a malformed *task* message is the
 concern of ``workers.consumer.SafeConsumer``.) Selected by ``broker_transport`` in
 ``celeryconfig``.
 """
@@ -16,9 +17,16 @@ import base64
 import binascii
 import json
 import logging
+import os
+import time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.json import dumps
+
+from genfleet import constants as C
+from genfleet.outage import through_outage
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +34,38 @@ _SHOWN_CHARS = 80
 _ROUTE = ("exchange", "routing_key")  # what kombu writes in delivery_info and reads back
 
 
+def _clock_offset_s() -> float:
+    """Test-only: pretend this worker's clock is off by this much (kombu dates the
+    messages a worker holds by the worker's own clock)."""
+    try:
+        return float(os.environ.get("GENFLEET_TEST_CLOCK_OFFSET_S") or 0)
+    except ValueError:
+        return 0.0
+
+
+class SafeQoS(kombu_redis.QoS):
+    """kombu's record of the messages a worker holds, kept through a Redis that cannot
+    take writes for a while (out of memory, restarting): a popped message is held in
+    memory and recorded once Redis has room, never lost and never fatal."""
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        through_outage(lambda: self._record(message, delivery_tag),
+                       "a message popped from the queue", C.RESULT_SAVE_MAX_WAIT_S)  # fmt: skip
+        virtual.QoS.append(self, message, delivery_tag)
+
+    def _record(self, message: Any, delivery_tag: Any) -> None:
+        delivery = message.delivery_info
+        held = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time() + _clock_offset_s()})
+            pipe.hset(self.unacked_key, delivery_tag, held)
+            pipe.execute()
+
+
 class SafeChannel(kombu_redis.Channel):
     """A Redis channel whose pop of a queue entry never raises on the entry's content."""
+
+    QoS = SafeQoS
 
     def _brpop_read(self, **options: Any) -> Any:
         try:

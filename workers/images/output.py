@@ -14,6 +14,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from genfleet.records import JobRecord
+from genfleet.safety import check_name
 from workers.images.constants import PNG_TEXT_PREFIX
 
 OUTPUTS_DIR = "outputs"
@@ -26,7 +27,8 @@ def output_dir(record: JobRecord, genfleet_home: Path) -> Path:
 
 
 def image_path(folder: Path, index: int, step_id: str) -> Path:
-    return folder / f"{index:04d}-{step_id}.png"
+    """The picture's file, always inside ``folder`` (a crafted step id is refused)."""
+    return folder / f"{int(index):04d}-{check_name(step_id, 'step id')}.png"
 
 
 def write_png(image: Image.Image, path: Path, text: dict[str, str]) -> None:
