@@ -12,6 +12,7 @@ from celery.canvas import Signature
 
 from genfleet import constants as C
 from genfleet.errors import GenfleetError, RedisUnavailableError
+from genfleet.outage import REDIS_DOWN, through_outage
 from genfleet.records import JobRecord, JobView
 from producer.client import Client
 from producer.progress import follow
@@ -49,9 +50,15 @@ class JobHandle:
             self.id, lambda: store.progress(self.id), timeout=timeout, show=progress,
             stall_check=self._missing_workers,
         )  # fmt: skip
-        return self.view()
+        return through_outage(self.view, f"reading job {self.id}")
 
     def _missing_workers(self) -> str | None:
+        try:
+            return self._unserved()
+        except REDIS_DOWN:
+            return None  # Redis restarting: the next check will tell
+
+    def _unserved(self) -> str | None:
         from producer.clusterstats import no_worker_warning
 
         gpu = self._client.store.record(self.id).spec.get("gpu")

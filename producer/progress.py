@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from genfleet import constants as C
+from genfleet.outage import through_outage
 from genfleet.store import Progress as JobProgress
 
 
@@ -72,10 +73,13 @@ def follow(
     """Poll a job until it ends (or ``timeout``), showing progress when ``show``.
 
     ``stall_check`` is asked, when nothing of the job has run for a few seconds, what
-    is missing (e.g. a worker for its queue); its answer is shown as a warning.
+    is missing (e.g. a worker for its queue); its answer is shown as a warning. Redis
+    restarting meanwhile is waited for (``REDIS_OUTAGE_MAX_WAIT_S``).
     """
     stream = stream or sys.stderr
     deadline = None if timeout is None else time.monotonic() + timeout
+    load = _riding_out_restarts(load, job_id)
+
     if show and stream.isatty():
         return _follow_bar(job_id, load, deadline, poll_s, stream, stall_check)
     stalled = StallCheck(stall_check if show else None, lambda m: print(m, file=stream, flush=True))
@@ -90,6 +94,10 @@ def follow(
             return p
         stalled(p)
         time.sleep(poll_s)
+
+
+def _riding_out_restarts(load: Callable[[], JobProgress], job_id: str) -> Callable[[], JobProgress]:
+    return lambda: through_outage(load, f"following job {job_id}")
 
 
 def _follow_bar(

@@ -7,6 +7,7 @@ Slow (real calls of several seconds): marked ``slow``.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
@@ -136,3 +137,27 @@ def test_a_worker_whose_clock_is_off_never_causes_a_second_call(sim, workers: Wo
     view = submit_tweets(PERSONA, cal, count=4).wait(timeout=180, progress=False)
     assert view.status == C.STATUS_SUCCEEDED, view.error
     assert _calls(sim, cal) == dict.fromkeys(cal["calendar"], 1)
+
+
+def test_wait_rides_out_a_redis_restart_and_no_step_fails(
+    sim, workers: Workers, own_redis: dict
+) -> None:
+    sim.configure(latency_ms=1500)
+    cal = calendar(6)
+    workers.start("rr", concurrency=2, REDIS_URL=own_redis["url"])
+    handle = submit_tweets(PERSONA, cal, count=6)
+    waited: list = []
+    waiter = threading.Thread(target=lambda: waited.append(handle.wait(180, progress=False)))
+    waiter.start()
+    wait_for(lambda: sim.stats()["in_flight"] == 2, 60, "two calls in flight")
+    own_redis["proc"].terminate()  # the producer's wait() and both calls see Redis go
+    own_redis["proc"].wait(timeout=10)
+    time.sleep(3)
+    own_redis["start"]()
+    waiter.join(timeout=200)
+    assert waited, "wait() did not return"
+    view = waited[0]
+    assert view.status == C.STATUS_SUCCEEDED, view.error
+    assert len(view.ok) == 6 and not view.failed  # no step failed by the restart
+    calls = _calls(sim, cal)
+    assert all(n >= 1 for n in calls.values()) and sum(calls.values()) <= 6 + 2
