@@ -66,8 +66,11 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_cancel_long_running_tasks_on_connection_loss = True
 task_track_started = False  # steps record their own start (genfleet:job:{id}:running)
-task_send_sent_event = True
-worker_send_task_events = True
+# Task events (a publish per task state) only where something reads them: Flower turns
+# them on in running workers (``enable_events``); GENFLEET_TASK_EVENTS=1 starts every
+# worker with them, and makes producers send ``task-sent`` too.
+task_send_sent_event = _settings.genfleet_task_events
+worker_send_task_events = _settings.genfleet_task_events
 
 task_default_queue = C.QUEUE_CONTROL
 task_queues = [

@@ -83,6 +83,11 @@ def use_redis(settings: Settings) -> str:
     return url
 
 
+def owns_redis() -> bool:
+    """Whether this process started a Redis it must stop at exit."""
+    return bool(_owned)
+
+
 def stop_owned_redis() -> None:
     """Stop an embedded server this process started (also done at exit)."""
     while _owned:

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, le=365 * 24 * 3600)
     broker_visibility_timeout_s: int = Field(default=3600, ge=5, le=7 * 24 * 3600)
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    # Celery task events cost a Redis publish per task state; on only where a monitor
+    # reads them (``genfleet flower`` turns them on in running workers by itself).
+    genfleet_task_events: bool = False
 
     def api_key(self) -> str | None:
         """The plain API key, for the worker's client only."""

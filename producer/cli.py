@@ -27,7 +27,7 @@ from producer.cli_pipelines import register as register_pipeline_commands
 from producer.cli_ui import ui_cmd
 from producer.control import cancel as cancel_job
 from producer.inputs import read_text_file
-from producer.processes import celery_worker_command, run_foreground, unique_node_name
+from producer.processes import celery_worker_command, replace_process, unique_node_name
 from producer.spend import spend_options
 
 EXIT_USER_ERROR = 2
@@ -89,7 +89,7 @@ def worker_llm(concurrency: int | None, pool: str, name: str | None, loglevel: s
         concurrency=concurrency or settings.llm_max_concurrent,
         pool=pool, name=name or unique_node_name("llm"), loglevel=loglevel,
     )  # fmt: skip
-    sys.exit(run_foreground(args))
+    sys.exit(replace_process(args))
 
 
 @cli.group()

@@ -19,7 +19,7 @@ from rich.table import Table
 from genfleet.connection import stop_owned_redis, use_redis
 from genfleet.errors import InputError, SettingsError
 from genfleet.prices import format_usd
-from genfleet.settings import load_settings
+from genfleet.settings import Settings, load_settings
 from producer.clusterstats import ClusterStats
 from producer.processes import run_foreground
 
@@ -123,8 +123,18 @@ def flower_cmd(port: int, address: str, flower_args: tuple[str, ...]) -> None:
             f"genfleet: warning: --basic-auth shows in 'ps'; use {FLOWER_AUTH_ENV}", err=True
         )
     check_port_free(address, port, "Flower")
-    use_redis(load_settings())
+    settings = load_settings()
+    use_redis(settings)
+    _enable_task_events(settings)
     sys.exit(run_foreground(flower_command(port, address, flower_args)))
+
+
+def _enable_task_events(settings: Settings) -> None:
+    """Turn task events on in the running workers now (Flower does it too, but only
+    every few seconds), so the first tasks after Flower starts show in it."""
+    from producer.client import connect
+
+    connect(settings).app.control.enable_events()
 
 
 @click.command("stats")

@@ -148,3 +148,17 @@ def run_foreground(args: list[str]) -> int:
                 continue
     finally:
         stop_owned_redis()
+
+
+def replace_process(args: list[str]) -> int:
+    """Become ``args`` (``os.execvp``): no second interpreter waits on it, and signals
+    (Ctrl-C, SIGTERM) reach it directly. When this process owns an embedded Redis,
+    which must be stopped after the child, it runs the child in the foreground instead.
+    """
+    from genfleet.connection import owns_redis
+
+    if owns_redis():
+        return run_foreground(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(args[0], args)

@@ -38,6 +38,9 @@ def test_two_llm_workers_on_one_host_get_different_names(env, tmp_path: Path) ->
         found = wait_for(lambda: len(names()) >= 2 and names(), 60, "two workers answering")
         assert len(set(found)) == 2, found
         assert {n.split("@")[0] for n in found} == {f"llm-{p.pid}" for p in procs}
+        for proc in procs:  # the command became the worker: no parent interpreter waits
+            args = Path(f"/proc/{proc.pid}/cmdline").read_text().split("\0")
+            assert args[1:4] == ["-m", "celery", "-A"], args
         logs = "".join((tmp_path / f"worker{n}.log").read_text() for n in range(2))
         assert "DuplicateNodenameWarning" not in logs
     finally:

@@ -51,3 +51,15 @@ def _announce_ready(**_: Any) -> None:
     ready_file = os.environ.get("GENFLEET_READY_FILE")
     if ready_file:
         Path(ready_file).touch()
+
+
+# Celery's two INFO lines per task ("received", "succeeded in ...: <result repr>") cost
+# more than the step's own short line (workers.taskbase); they show at DEBUG only.
+PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+
+
+@after_setup_logger.connect
+def _quiet_per_task_lines(logger: logging.Logger, loglevel: int, **_: Any) -> None:
+    if loglevel > logging.DEBUG:
+        for name in PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)

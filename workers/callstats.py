@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +23,35 @@ COUNTERS = (
 )  # fmt: skip
 
 
+class Refresher:
+    """Which keys' TTL this process refreshed lately: each counter key gets its EXPIRE
+    on its first write here, then at most once per ``every_s`` (not on every call).
+
+    A key written here was written less than ``every_s`` ago, far inside its TTL, so
+    it cannot have expired and come back without one in between.
+    """
+
+    def __init__(self, ttl_s: int) -> None:
+        self.every_s = max(1.0, min(60.0, ttl_s / 10))
+        self._last: dict[str, float] = {}
+
+    def due(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every_s) < self.every_s:
+            return False
+        if len(self._last) > 10_000:  # many jobs over a long life: forget the old ones
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
 class CallStats:
     """Adds to a job's and a key's counters in one round trip."""
 
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
         self.redis = client
         self.ttl_s = ttl_s
+        self.refresh = Refresher(ttl_s)
 
     def add(
         self, job_id: str, key_id: str | None, *, wait_s: float = 0.0,
@@ -59,13 +83,15 @@ class CallStats:
                     pipe.hincrbyfloat(key, "limiter_wait_s", round(wait_s, 4))
                 if effective_concurrency is not None:
                     pipe.hset(key, "effective_concurrency", effective_concurrency)
-                pipe.expire(key, self.ttl_s)
+                if self.refresh.due(key):
+                    pipe.expire(key, self.ttl_s)
             if key_id and model:  # which models a key served: genfleet stats lists them
                 models = C.KEY_MODELS.format(key_id=key_id)
-                pipe.sadd(models, model)
-                pipe.expire(models, self.ttl_s)
+                if self.refresh.due(f"{models}\n{model}"):  # a set: adding again adds nothing
+                    pipe.sadd(models, model)
+                    pipe.expire(models, self.ttl_s)
             if cost is not None:
-                _add_cost(pipe, keys[:1] if job_id else [], key_id, cost, self.ttl_s)
+                _add_cost(pipe, keys[:1] if job_id else [], key_id, cost, self.ttl_s, self.refresh)
             pipe.execute()
 
 
@@ -77,7 +103,10 @@ class Cost:
     usd: float | None
 
 
-def _add_cost(pipe: Any, job_keys: list[str], key_id: str | None, cost: Cost, ttl_s: int) -> None:
+def _add_cost(
+    pipe: Any, job_keys: list[str], key_id: str | None, cost: Cost, ttl_s: int,
+    refresh: Refresher,
+) -> None:  # fmt: skip
     for key in job_keys:
         if cost.usd is None:
             pipe.hincrby(key, "unpriced_calls", 1)
@@ -89,7 +118,8 @@ def _add_cost(pipe: Any, job_keys: list[str], key_id: str | None, cost: Cost, tt
             pipe.hincrby(costs, f"{cost.model}{UNPRICED_SUFFIX}", 1)
         else:
             pipe.hincrbyfloat(costs, cost.model, round(cost.usd, 10))
-        pipe.expire(costs, ttl_s)
+        if refresh.due(costs):
+            pipe.expire(costs, ttl_s)
 
 
 def read_costs(client: redis.Redis, key_id: str) -> dict[str, float | None]:

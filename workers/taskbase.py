@@ -10,6 +10,7 @@ from celery import Task
 from genfleet import constants as C
 from genfleet.claims import new_owner
 from genfleet.outage import REDIS_DOWN, through_outage
+from genfleet.records import StepResult
 from genfleet.safety import escape_controls, name_problem
 from workers import runtime
 from workers.gateway import CallContext, RetryLater
@@ -25,6 +26,9 @@ STEP_OPTIONS: dict[str, Any] = {
     "retry_backoff_max": 30,
     "max_retries": 50,
     "Request": "workers.stepevents:StepRequest",  # a failed step is failed in Flower
+    # No canvas reads a step's Celery result (signatures are immutable; finalize reads
+    # the job store), so none is stored; a chord still counts its parts without them.
+    "ignore_result": True,
 }
 
 
@@ -63,4 +67,16 @@ def run_step(
         raise task.retry(countdown=e.delay_s, kwargs=carried, max_retries=None) from e
     if result is None:
         return step_reply(job_id, step_id, None)
+    _log_step(job_id, step_id, result)
     return step_reply(job_id, step_id, result.ok, f"{result.error_type}: {result.error}")
+
+
+def _log_step(job_id: str, step_id: str, result: StepResult) -> None:
+    """The step's one INFO line (Celery's own received/succeeded lines are off at INFO:
+    see ``workers.app``)."""
+    if result.ok and logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "job %s step %s: ok in %.2fs, %d attempt(s), %d+%d tokens",
+            job_id, step_id, result.seconds,
+            result.attempts, result.tokens_in, result.tokens_out,
+        )  # fmt: skip
