@@ -185,7 +185,6 @@ class BatchSpec(BaseModel):
     model: str = Field(min_length=1, max_length=200)
     review_model: str | None = Field(default=None, min_length=1, max_length=200)
     max_tokens_per_item: int = Field(default=300, ge=16, le=4000)
-    cache: bool | None = None
 
     @field_validator("lang")
     @classmethod

@@ -187,3 +187,53 @@ def test_the_readme_key_table_names_every_redis_key() -> None:
             if name.startswith("KEY_") and name != "KEY_PREFIX"}  # fmt: skip
     missing = [n for n, k in keys.items() if not any(d.startswith(k) for d in documented)]
     assert missing == []
+
+
+def test_cache_reuses_answers_within_a_run_of_a_step_and_resume_asks_anew(sim, workers, r) -> None:
+    from genfleet import constants as C
+    from producer.pipelines import resume, submit_tweets
+
+    sim.configure(garbage_patterns={"2026-03-01": "truncated"})  # every answer unusable
+    workers.start()
+    handle = submit_tweets(ROOT / "examples/personas/mika.json",
+                           ROOT / "examples/calendars/mika.json", count=1)  # fmt: skip
+    view = handle.wait(timeout=60, progress=False)
+    assert view.status == C.STATUS_FAILED
+    (step_id,) = view.record.step_ids
+    assert sim.stats()["by_status"] == {"200": 3}  # the answer and two re-asks, all paid
+    # The same step run again in the same run of the job (as a redelivered task is):
+    # the answers it paid for come from the cache, the provider is not called.
+    again = connect().app.send_task(C.TASK_TWEET, args=(handle.id, step_id, 0))
+    wait_for(again.ready, 60, "the step sent again")
+    assert sim.stats()["by_status"] == {"200": 3}
+    assert r.hget(C.KEY_STATS_JOB.format(job_id=handle.id), "cache_hits") == "3"
+    # genfleet resume is a new run: the step asks anew and gets a fresh answer.
+    sim.configure(garbage_patterns={})
+    resume(handle.id)
+    assert handle.wait(timeout=60, progress=False).status == C.STATUS_SUCCEEDED
+    assert sim.stats()["by_status"] == {"200": 4}
+
+
+def test_every_third_party_import_is_declared_in_pyproject() -> None:
+    import ast
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["gpu"]]
+    declared = {re.split(r"[\[<>=!~ ]", d)[0].lower().replace("_", "-") for d in wanted}
+    dists = packages_distributions()
+    imported: set[str] = set()
+    for package in ("genfleet", "workers", "producer", "simulator"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported.update(a.name.split(".")[0] for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    imported.add(node.module.split(".")[0])
+    undeclared = sorted(
+        module for module in imported - {"genfleet", "workers", "producer", "simulator"}
+        if module in dists
+        and not {d.lower().replace("_", "-") for d in dists[module]} & declared
+    )  # fmt: skip
+    assert undeclared == [], undeclared

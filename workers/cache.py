@@ -3,6 +3,16 @@
 Keyed by a hash of everything that shapes the answer (provider, model, messages,
 parameters, and the seed that holds a version index, so parallel versions stay
 distinct). A hit costs no call and no limiter capacity.
+
+What a user expects from it, per job (``cache`` of the job's spec):
+
+- default (None): a step asking again what it already asked in this run of the job
+  (its task delivered again after a lost worker, or sent again) gets the answer it paid
+  for; a new job, or ``genfleet resume`` (a new run), asks anew, so fresh candidate
+  versions stay fresh and a resumed step gets a new answer. Temperature-0 calls, whose
+  answer does not change, are shared by every job.
+- ``True``: every call is shared by every job (re-running a job reproduces its outputs).
+- ``False``: no cache at all.
 """
 
 from __future__ import annotations
@@ -15,14 +25,15 @@ import logging
 import redis
 
 from genfleet import constants as C
-from workers.gateway_types import ChatRequest, ChatResult
+from workers.gateway_types import CallContext, ChatRequest, ChatResult
 
 logger = logging.getLogger(__name__)
 
 
-def cache_digest(provider: str, request: ChatRequest) -> str:
-    """A stable hash of a request (the API key is not part of it)."""
-    shape = {"provider": provider, **dataclasses.asdict(request)}
+def cache_digest(provider: str, request: ChatRequest, scope: str = "") -> str:
+    """A stable hash of a request (the API key is not part of it); ``scope`` limits
+    the entry to one step of one run of a job (empty: shared by every job)."""
+    shape = {"provider": provider, "scope": scope, **dataclasses.asdict(request)}
     raw = json.dumps(shape, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -34,11 +45,16 @@ class ResponseCache:
         self.redis = client
         self.ttl_s = ttl_s
 
-    def wanted(self, request: ChatRequest, job_choice: bool | None) -> bool:
-        """On by default for temperature-0 calls; a job may turn it on or off."""
-        if self.ttl_s <= 0:
-            return False
-        return request.temperature == 0 if job_choice is None else job_choice
+    def digest_for(self, provider: str, request: ChatRequest, ctx: CallContext) -> str:
+        """The cache entry of a call ("" when the call must not use the cache)."""
+        if self.ttl_s <= 0 or ctx.cache is False:
+            return ""
+        if ctx.cache is True or request.temperature == 0:
+            return cache_digest(provider, request)
+        if not ctx.job_id:
+            return ""
+        run = self.redis.hget(C.KEY_JOB.format(job_id=ctx.job_id), "round") or 0
+        return cache_digest(provider, request, f"{ctx.job_id}/{ctx.step}/r{int(run)}")
 
     def get(self, digest: str) -> ChatResult | None:
         raw = self.redis.get(C.KEY_CACHE.format(digest=digest))

@@ -14,6 +14,7 @@ from workers.gateway import CallContext, ChatRequest, ChatResult, LLMGateway
 
 logger = logging.getLogger(__name__)
 
+CHAPTER_TEMPERATURE = 0.9  # candidate versions should differ
 SYSTEM_PROMPT = (
     "You are a novelist. Write the full text of the requested chapter in the language "
     "of the outline. Return only the chapter text."
@@ -41,7 +42,7 @@ def generate_version(
         messages=chapter_messages(spec, index),
         model=spec["model"],
         max_tokens=int(spec["max_tokens"]),
-        temperature=float(spec.get("temperature", 0.9)),
+        temperature=CHAPTER_TEMPERATURE,
         seed=index,  # keeps parallel versions distinct, also for the cache
     )
     label = _label(record, index)

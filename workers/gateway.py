@@ -34,7 +34,7 @@ from genfleet.tokens import estimate_messages_tokens
 from workers.batch import BatchCalls
 from workers.budget import REASONS as BUDGET_REASONS
 from workers.budget import BudgetAsk, Budgets, make_ask
-from workers.cache import ResponseCache, cache_digest
+from workers.cache import ResponseCache
 from workers.callstats import CallStats, Cost
 from workers.gateway_types import CallContext, ChatRequest, ChatResult, RetryLater
 from workers.heartbeat import renewing
@@ -75,9 +75,7 @@ class LLMGateway:
         """Make the call; raises ``LLMError`` or ``RetryLater``."""
         if ctx.api_mode == C.API_BATCH:
             return self.batch.chat(request, ctx)
-        digest = (
-            cache_digest(self._cache_ns, request) if self.cache.wanted(request, ctx.cache) else ""
-        )
+        digest = self.cache.digest_for(self._cache_ns, request, ctx)
         if digest:
             hit = self.cache.get(digest)
             if hit is not None:

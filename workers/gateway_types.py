@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from genfleet.errors import TransientLLMError
-
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -48,7 +46,7 @@ class CallContext:
     rate_limited_used: int = 0  # of which answered 429 (they have their own budget)
     job_concurrency: int = 0  # this job's own cap on its calls in flight (0 = none)
     throttle_ms: int = 0  # minimum gap between this job's calls
-    cache: bool | None = None  # None: cache temperature-0 calls only
+    cache: bool | None = None  # None: within one run of a step, and temperature-0 calls
     max_retries: int | None = None  # the job's own retry count (None: LLM_MAX_RETRIES)
     max_cost_usd: float | None = None  # the job's budget (workers.budget)
     api_mode: str = "online"  # or "batch": through the provider's Batch API (workers.batch)
@@ -63,7 +61,3 @@ class RetryLater(Exception):
         self.attempts = attempts
         self.reason = reason
         self.rate_limited = rate_limited
-
-
-def transient_reason(error: TransientLLMError) -> str:
-    return f"{error.__class__.__name__}: {error}"

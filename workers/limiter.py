@@ -33,14 +33,10 @@ import redis
 
 from genfleet import constants as C
 from workers import limiter_lua
-from workers.budget import REASONS as BUDGET_REASONS
 from workers.budget import BudgetAsk
 
 logger = logging.getLogger(__name__)
 
-DENIED_REASONS = frozenset(
-    {"cooldown", "concurrency", "rpm", "tpm", "throttle", "job_concurrency", *BUDGET_REASONS}
-)
 _SLOT_REASONS = frozenset({"concurrency", "job_concurrency"})  # freed by a release, not time
 _LEASE_ID_HEX = 16  # a lease id is 16 hex digits, then "/job_id" when the call has a job
 
@@ -96,7 +92,7 @@ class Denied:
     """Not admitted now; a retry after ``wait_s`` may succeed."""
 
     wait_s: float
-    reason: str  # one of DENIED_REASONS
+    reason: str  # cooldown, concurrency, rpm, tpm, throttle, job_concurrency, or a budget's
 
 
 class ClusterLimiter:

@@ -32,7 +32,6 @@ class Usage:
     attempts: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
-    reasks: int = 0
     model: str = ""
     cached: bool = True
     cost_usd: float | None = 0.0  # None once a call had no price
@@ -110,7 +109,6 @@ def ask_json(
                 )  # fmt: skip
                 error.attempts = usage.attempts
                 raise error from None
-            usage.reasks += 1
             convo = [*messages, {"role": "assistant", "content": result.text[:4000]},
                      {"role": "user", "content": reask_message(problem)}]  # fmt: skip
     raise AssertionError("unreachable")

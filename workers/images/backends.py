@@ -14,8 +14,6 @@ import redis
 from genfleet.settings import Settings
 from workers.images.base import ImageBackend
 
-BACKENDS = ("placeholder", "openai", "async-task", "diffusers")
-
 _lock = threading.Lock()
 _backend: ImageBackend | None = None
 
