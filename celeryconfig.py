@@ -8,6 +8,8 @@ A ``rediss://`` URL is TLS with the server's certificate verified (``REDIS_CA_CE
 
 from __future__ import annotations
 
+import sys
+
 from kombu import Queue
 
 from genfleet import constants as C
@@ -16,12 +18,18 @@ from genfleet.connection import redis_ssl_options
 from genfleet.embedded import EmbeddedRedis
 from genfleet.settings import load_settings
 
+FALLBACK_REDIS_URL = "redis://127.0.0.1:6379/0"
+
 _settings = load_settings()
-_url = (
-    _settings.redis_url
-    or EmbeddedRedis(_settings.genfleet_home).running_url()
-    or "redis://127.0.0.1:6379/0"
-)
+_url = _settings.redis_url or EmbeddedRedis(_settings.genfleet_home).running_url()
+if not _url:
+    # A plain `celery -A workers worker` must not quietly use an unrelated Redis.
+    _url = FALLBACK_REDIS_URL
+    sys.stderr.write(
+        f"genfleet: warning: REDIS_URL is not set and no embedded Redis runs under "
+        f"{_settings.genfleet_home}: using {FALLBACK_REDIS_URL}; set REDIS_URL (or run "
+        "'genfleet redis') to choose\n"
+    )
 
 broker_url = _url
 # kombu's Redis transport, except that an entry on a queue that is not a message

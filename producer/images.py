@@ -127,7 +127,7 @@ def read_prompts_file(path: Path) -> list[str]:
     """Prompts from a file: a JSON list of texts, or one prompt per line (blank
     lines ignored). Checks only the file; ``check_prompts`` checks the prompts."""
     text = read_text_file(path, MAX_PROMPTS_FILE_BYTES)
-    if not text.lstrip().startswith("["):
+    if not text.lstrip().startswith(("[", "{")):
         return [line.strip() for line in text.splitlines() if line.strip()]
     try:
         data = json.loads(text)
@@ -135,6 +135,8 @@ def read_prompts_file(path: Path) -> list[str]:
         raise InputError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     except RecursionError:
         raise InputError(f"{path}: JSON nested too deeply") from None
+    except ValueError as e:  # e.g. a number of more than 4300 digits
+        raise InputError(f"{path}: not readable JSON ({e})") from None
     if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
         raise InputError(f"{path}: a JSON prompts file must be a list of texts")
     return data

@@ -84,6 +84,8 @@ def read_json_file(path: Path) -> Any:
         raise InputError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     except RecursionError:
         raise InputError(f"{path}: JSON nested too deeply") from None
+    except ValueError:  # Python refuses integers of more than 4300 digits
+        raise InputError(f"{path}: a number in it is too long (more than 4300 digits)") from None
 
 
 def read_image(path: Path) -> tuple[str, dict[str, Any]]:

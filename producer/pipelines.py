@@ -138,6 +138,11 @@ def submit_tweets(
     step_ids: list[str] = []
     described = []
     for n, (label, person, days) in enumerate(pairs, 1):
+        if len(days) < count:  # fewer tweets than asked for would be a silent surprise
+            raise InputError(
+                f"count={count} but the calendar of {label} has {len(days)} days: "
+                f"allowed 1-{len(days)}"
+            )
         key = f"p{n}"
         inputs[f"persona:{key}"] = json.dumps(person, ensure_ascii=False)
         chosen = list(days.items())[:count]

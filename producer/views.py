@@ -43,6 +43,8 @@ def _step_state(view: JobView, step_id: str, now: float) -> str:
     if step_id in view.ok:
         r = view.ok[step_id]
         cached = " (cached)" if r.cached else ""
+        if _is_image(r.output):  # a picture: no tokens to speak of
+            return f"ok in {r.seconds:.2f}s, {r.output['path']}, {format_usd(r.cost_usd)}"
         return f"ok in {r.seconds:.2f}s, {r.tokens_out} tokens, {format_usd(r.cost_usd)}{cached}"
     if step_id in view.failed:
         failed = view.failed[step_id]
@@ -52,6 +54,10 @@ def _step_state(view: JobView, step_id: str, now: float) -> str:
     if step_id in view.running:
         return f"running for {now - view.running[step_id]:.1f}s"
     return "not run (job cancelled)" if view.status == C.STATUS_CANCELLED else "waiting"
+
+
+def _is_image(output: Any) -> bool:
+    return isinstance(output, dict) and "path" in output and "backend" in output
 
 
 def _step_lines(view: JobView, now: float) -> list[str]:
@@ -113,13 +119,17 @@ def status_text(view: JobView, rounds: int = 0, batches: dict[str, str] | None =
         _pace_line(view, m.elapsed_s),
         *_step_lines(view, now),
         f"  serial-equivalent {m.serial_equivalent_s:.2f}s, "
-        f"speed-up {speedup_text(view, m, rounds)}, "
-        f"tokens in/out {m.tokens_in}/{m.tokens_out}",
+        f"speed-up {speedup_text(view, m, rounds)}"
+        + (
+            ""
+            if view.record.kind == C.KIND_IMAGES
+            else f", tokens in/out {m.tokens_in}/{m.tokens_out}"
+        ),
     ]
     lines.append(cost_line(view, m.cost_usd))
     lines += batch_lines(batches or {})
     llm = m.extra.get("llm")
-    if llm:
+    if llm and llm.get("calls"):  # an image job makes no LLM call: no line of zeros
         lines.append(
             f"  LLM calls {llm['calls']} (ok {llm['ok']}, retries {llm['retries']}, "
             f"429s {llm['rate_limited']}, cache hits {llm['cache_hits']})"

@@ -11,6 +11,8 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 from producer.client import connect
 from tests.conftest import ROOT, genfleet_cmd, wait_for
 
@@ -237,3 +239,56 @@ def test_every_third_party_import_is_declared_in_pyproject() -> None:
         and not {d.lower().replace("_", "-") for d in dists[module]} & declared
     )  # fmt: skip
     assert undeclared == [], undeclared
+
+
+def _bad_files(tmp_path: Path) -> dict[str, str]:
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text('{"prompt": "a cat on a roof"}')
+    persona = tmp_path / "persona.json"
+    persona.write_text('{"name": "Ken", "core": {"age": ' + "7" * 5000 + "}}")
+    return {"PROMPTS": str(prompts), "PERSONA": str(persona)}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("submit", "tweets", "--persona", "examples/personas/mika.json", "--calendar",
+          "examples/calendars/mika.json", "--count", "20"),
+         "count=20 but the calendar of "),
+        (("submit", "images", "--prompts-file", "PROMPTS"), "must be a list of texts"),
+        (("submit", "tweets", "--persona", "PERSONA", "--calendar",
+          "examples/calendars/mika.json"), "a number in it is too long"),
+    ],
+)  # fmt: skip
+def test_silent_surprises_are_one_line_refusals(env, r, tmp_path: Path, args, needle) -> None:
+    files = _bad_files(tmp_path)
+    argv = [files.get(a, a) for a in args]
+    out = subprocess.run(genfleet_cmd(*argv), env=env, capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    assert r.llen("llm") == 0 and r.zcard("genfleet:jobs") == 0  # nothing enqueued
+
+
+def test_plain_celery_without_redis_url_says_which_redis_it_uses(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "GENFLEET_"))}
+    env.update({"GENFLEET_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)})
+    out = subprocess.run([sys.executable, "-c", "import celeryconfig"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "REDIS_URL is not set and no embedded Redis runs under" in out.stderr
+    assert "redis://127.0.0.1:6379/0" in out.stderr
+
+
+def test_image_job_status_shows_pictures_not_zero_tokens(workers, env) -> None:
+    from producer.images import submit_images
+
+    workers.start("img", queues=("images", "control"), concurrency=1)
+    handle = submit_images(["a lighthouse at dusk"])
+    assert handle.wait(timeout=60, progress=False).status == "succeeded"
+    out = subprocess.run(genfleet_cmd("status", handle.id), env=env, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "tokens" not in out.stdout and "LLM calls" not in out.stdout
+    assert f"{handle.id}/0000-img1.png" in out.stdout
