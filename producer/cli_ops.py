@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genfleet.connection import stop_owned_redis, use_redis
-from genfleet.errors import InputError, SettingsError
+from genfleet.errors import InputError, RedisUnavailableError, SettingsError
 from genfleet.prices import format_usd
 from genfleet.settings import Settings, load_settings
 from producer.clusterstats import ClusterStats
@@ -71,10 +71,14 @@ def wait_for_stop() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 def metrics_cmd(port: int, host: str) -> None:
     """Serve Prometheus metrics at http://HOST:PORT/metrics until Ctrl-C."""
-    from producer.client import connect
+    from producer.client import connect, connect_unchecked
     from producer.metrics import registry_for, serve
 
-    client = connect()
+    try:
+        client = connect()
+    except RedisUnavailableError as e:  # it may come back: serve genfleet_redis_up 0 meanwhile
+        click.echo(f"genfleet: warning: {e}; genfleet_redis_up is 0 until it answers", err=True)
+        client = connect_unchecked(load_settings())
     registry = registry_for(client.settings, client.store.r, client.app)
     try:
         server = serve(registry, host, port)

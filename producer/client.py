@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis
 from celery import Celery
 
 from genfleet.celery_backend import backend_url
@@ -43,6 +44,18 @@ def connect(settings: Settings | None = None) -> Client:
     if settings is None:
         _default.append(client)
     return client
+
+
+def connect_unchecked(settings: Settings) -> Client:
+    """A client of ``REDIS_URL`` that does not ask Redis first (it may be down now and
+    come back later): for ``genfleet metrics``, which reports ``genfleet_redis_up 0``."""
+    url = settings.redis_url
+    if not url:
+        return connect(settings)
+    tls = redis_ssl_options(url, settings) if url.startswith("rediss:") else None
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2,
+                                  socket_timeout=5, **(tls or {}))  # fmt: skip
+    return Client(settings, JobStore(client, settings.result_ttl_s), _celery_app(url, settings))
 
 
 def _celery_app(url: str, settings: Settings) -> Celery:

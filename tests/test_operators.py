@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from producer.client import connect
-from tests.conftest import ROOT, genfleet_cmd, wait_for
+from tests.conftest import ROOT, free_port, genfleet_cmd, wait_for
 
 
 def test_version_is_the_installed_packages() -> None:
@@ -292,3 +292,31 @@ def test_image_job_status_shows_pictures_not_zero_tokens(workers, env) -> None:
     assert out.returncode == 0, out.stderr
     assert "tokens" not in out.stdout and "LLM calls" not in out.stdout
     assert f"{handle.id}/0000-img1.png" in out.stdout
+
+
+def test_metrics_starts_while_redis_is_down_and_reports_it(env, tmp_path: Path) -> None:
+    import urllib.request
+
+    port = free_port()
+    down = {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # nothing listens
+    log = tmp_path / "metrics.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(genfleet_cmd("metrics", "--port", str(port)), env=down,
+                                stdout=out, stderr=out)  # fmt: skip
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        def scrape() -> str:
+            assert proc.poll() is None, log.read_text()
+            try:
+                with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                    return response.read().decode()
+            except OSError:
+                return ""
+
+        text = wait_for(scrape, 60, "the exporter answering")
+        assert "genfleet_redis_up 0.0" in text
+        assert "warning" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
