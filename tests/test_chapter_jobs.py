@@ -32,7 +32,9 @@ def test_parallel_versions_run_at_once(sim, workers: Workers) -> None:
     assert _overlapping(results)
     assert sim.stats()["max_in_flight"] == 3
     assert view.metrics is not None and view.metrics.steps_ok == 3
-    assert view.metrics.speedup > 1.5  # serial-equivalent over wall time, from the same run
+    # The metric's definition (speed is measured in bench/, not asserted here):
+    serial = sum(r["finished_at"] - r["started_at"] for r in results)
+    assert view.metrics.serial_equivalent_s == pytest.approx(serial, abs=0.01)
 
 
 def test_serial_mode_runs_one_at_a_time(sim, workers: Workers, monkeypatch) -> None:

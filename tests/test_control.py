@@ -8,7 +8,7 @@ from pathlib import Path
 
 from genfleet import constants as C
 from producer import get_job, submit_chapter, submit_tweets
-from tests.conftest import Workers, genfleet_cmd
+from tests.conftest import Workers, genfleet_cmd, wait_for
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -24,8 +24,8 @@ def _wait_running(handle, count: int, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def test_cancel_revokes_what_has_not_started(sim, workers: Workers, env) -> None:
-    sim.configure(latency_ms=2500)
+def test_cancel_revokes_what_has_not_started(sim, workers: Workers, env, r) -> None:
+    sim.configure(latency_ms=6000)  # the status command must see them still running
     workers.start(concurrency=2)
     handle = submit_tweets(EXAMPLES / "personas" / "mika.json",
                            EXAMPLES / "calendars" / "mika.json", count=8)  # fmt: skip
@@ -39,7 +39,8 @@ def test_cancel_revokes_what_has_not_started(sim, workers: Workers, env) -> None
     deadline = time.monotonic() + 30
     while len(handle.view().ok) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(1.0)  # let the worker take (and drop) the revoked messages
+    # The worker has taken (and dropped) the revoked messages: nothing queued or unacked.
+    wait_for(lambda: r.llen("llm") == 0 and r.hlen("unacked") == 0, 30, "revoked dropped")
     view = handle.view()
     assert view.status == C.STATUS_CANCELLED  # the running steps' results did not revive it
     assert len(view.ok) == 2 and not view.running

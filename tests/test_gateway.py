@@ -113,7 +113,7 @@ def test_job_metrics_count_calls_retries_and_429s(sim, workers: Workers) -> None
     assert llm["retries"] >= seen.get("429", 0) + seen.get("503", 0) - view.metrics.steps_failed
     assert llm["tokens_out"] == view.metrics.tokens_out
     assert "effective_concurrency" in llm
-    json.dumps(llm)
+    assert json.loads(json.dumps(llm)) == llm  # stored in the job record as JSON
 
 
 def test_effective_concurrency_drops_after_429s(sim, workers: Workers, r) -> None:

@@ -309,13 +309,16 @@ def test_snapshot(limiter: ClusterLimiter) -> None:
     assert limiter.snapshot(SCOPE, limits, now=T0 + 100)["tokens_in_window"] == 0
 
 
-def test_acquire_returns_at_once_when_the_wait_is_too_long(limiter: ClusterLimiter) -> None:
+def test_acquire_returns_at_once_when_the_wait_is_too_long(
+    limiter: ClusterLimiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     limits = Limits(max_concurrent=1)
     limiter.report_rate_limited(SCOPE, limits, 10.0)
-    started = time.monotonic()
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
     result = limiter.acquire(SCOPE, limits, 1, max_wait_s=2.0)
     assert _denied(result, "cooldown").wait_s > 2.0
-    assert time.monotonic() - started < 2.0  # did not sleep out max_wait_s first
+    assert slept == []  # did not sleep out max_wait_s first
 
 
 def test_acquire_waits_for_a_slot(limiter: ClusterLimiter) -> None:
@@ -421,13 +424,11 @@ def test_a_killed_workers_lease_expires(rdb: redis.Redis, redis_url: str) -> Non
         assert ready.wait(10)
         os.kill(holder.pid, signal.SIGKILL)  # type: ignore[arg-type]
         holder.join(5)
-        killed_at = time.monotonic()
         limiter = ClusterLimiter(rdb)
         denied = limiter.try_acquire(SCOPE, limits, 1)
         assert isinstance(denied, Denied) and denied.reason == "concurrency"
         granted = limiter.acquire(SCOPE, limits, 1, max_wait_s=5.0)
-        assert isinstance(granted, Grant)
-        assert time.monotonic() - killed_at < 3.0  # freed by expiry, not held forever
+        assert isinstance(granted, Grant)  # freed by the lease's expiry, not held forever
     finally:
         if holder.is_alive():
             holder.kill()
