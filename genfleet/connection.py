@@ -1,12 +1,12 @@
 """Where Redis is, and clients for it.
 
 ``REDIS_URL`` wins. Without it, an embedded server under ``GENFLEET_HOME`` is used:
-one that is already running, or a new one owned (and stopped at exit) by this process.
+one that is already running, or a new one, which outlives this process (see
+``genfleet.embedded``).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import ssl
@@ -72,7 +72,6 @@ def resolve_redis_url(settings: Settings, *, start: bool = True) -> str:
     url = embedded.start()
     if embedded.owned:
         _owned.append(embedded)
-        atexit.register(embedded.stop)
     return url
 
 
@@ -89,9 +88,15 @@ def owns_redis() -> bool:
 
 
 def stop_owned_redis() -> None:
-    """Stop an embedded server this process started (also done at exit)."""
+    """Stop an embedded server this process started, unless other genfleet processes
+    (workers, other commands) still use it: then it stays up for them."""
     while _owned:
-        _owned.pop().stop()
+        _owned.pop().stop(if_idle=True)
+
+
+def stop_embedded_redis(settings: Settings) -> bool:
+    """``genfleet redis stop``: stop the embedded server of ``GENFLEET_HOME``."""
+    return EmbeddedRedis(settings.genfleet_home).stop()
 
 
 def redis_client(url: str, settings: Settings | None = None) -> redis.Redis:

@@ -15,7 +15,7 @@ import click
 import redis
 
 from genfleet import constants as C
-from genfleet.connection import sanitize_url, stop_owned_redis, use_redis
+from genfleet.connection import sanitize_url, stop_embedded_redis, stop_owned_redis, use_redis
 from genfleet.errors import GenfleetError, InputError
 from genfleet.settings import load_settings
 from producer import views
@@ -192,15 +192,21 @@ def simulate(ctx: click.Context) -> None:
     sys.exit(simulator_main(list(ctx.args), prog="genfleet simulate"))
 
 
-@cli.command("redis")
-def redis_cmd() -> None:
-    """Run the embedded Redis in the foreground (when REDIS_URL is unset)."""
+@cli.group("redis", invoke_without_command=True)
+@click.pass_context
+def redis_cmd(ctx: click.Context) -> None:
+    """Run the embedded Redis in the foreground (when REDIS_URL is unset); 'genfleet redis
+    stop' stops it."""
+    if ctx.invoked_subcommand is not None:
+        return
     settings = load_settings()
     if settings.redis_url:
         raise InputError(f"REDIS_URL is set ({sanitize_url(settings.redis_url)}): nothing to start")
     url = use_redis(settings)
     click.echo(
-        f"embedded Redis at {url}; export REDIS_URL={url} for other shells. Ctrl-C stops it."
+        f"embedded Redis at {sanitize_url(url)} (password in {settings.genfleet_home}/redis/"
+        "password); genfleet commands in other shells find it by GENFLEET_HOME. Ctrl-C stops "
+        "it unless workers still use it (then: genfleet redis stop)."
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -209,6 +215,16 @@ def redis_cmd() -> None:
         pass
     finally:
         stop_owned_redis()
+
+
+@redis_cmd.command("stop")
+def redis_stop() -> None:
+    """Stop the embedded Redis of GENFLEET_HOME (its data stays for the next start)."""
+    settings = load_settings()
+    if settings.redis_url:
+        raise InputError(f"REDIS_URL is set ({sanitize_url(settings.redis_url)}): nothing to stop")
+    stopped = stop_embedded_redis(settings)
+    click.echo("embedded Redis stopped" if stopped else "no embedded Redis was running")
 
 
 register_image_commands(worker, submit)
