@@ -320,3 +320,15 @@ def test_metrics_starts_while_redis_is_down_and_reports_it(env, tmp_path: Path) 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_structured_steps_record_the_key_they_used(sim, workers) -> None:
+    from producer.pipelines import submit_batch, submit_tweets
+
+    workers.start()
+    tweets = submit_tweets(ROOT / "examples/personas/mika.json",
+                           ROOT / "examples/calendars/mika.json", count=2)  # fmt: skip
+    batch = submit_batch("vocab", "ja", [3], ["weather"], per_combo=2, batch_size=2)
+    for handle in (tweets, batch):
+        assert handle.wait(timeout=60, progress=False).status == "succeeded"
+        assert [r["meta"]["key_id"] for r in handle.results()] == ["key1"] * len(handle.results())

@@ -35,9 +35,15 @@ class Usage:
     model: str = ""
     cached: bool = True
     cost_usd: float | None = 0.0  # None once a call had no price
+    key_id: str = ""  # the key of the last call (stored in the step's meta)
+    limiter_wait_s: float = 0.0
+    effective_concurrency: int = 0
 
     def add(self, result: ChatResult) -> None:
         self.calls += 1
+        self.key_id = result.key_id or self.key_id
+        self.limiter_wait_s += result.limiter_wait_s
+        self.effective_concurrency = result.effective_concurrency or self.effective_concurrency
         self.attempts += result.attempts
         self.tokens_in += result.tokens_in
         self.tokens_out += result.tokens_out
@@ -51,7 +57,9 @@ class Usage:
         return ChatResult(
             text=text, model=self.model, tokens_in=self.tokens_in, tokens_out=self.tokens_out,
             finish_reason="stop", attempts=max(1, self.attempts), seconds=0.0,
-            cached=self.cached and self.calls > 0, cost_usd=self.cost_usd,
+            cached=self.cached and self.calls > 0, cost_usd=self.cost_usd, key_id=self.key_id,
+            limiter_wait_s=round(self.limiter_wait_s, 4),
+            effective_concurrency=self.effective_concurrency,
         )  # fmt: skip
 
 
