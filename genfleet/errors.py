@@ -78,6 +78,20 @@ class TransientLLMError(LLMError):
         super().__init__(message, **kw)  # type: ignore[arg-type]
 
 
+class ImageGenerationError(LLMError):
+    """An image step gave up: its backend failed, after its retries when the error was
+    transient (then a ``genfleet resume`` later may succeed). Not an LLM's failure,
+    so not typed as one."""
+
+    @classmethod
+    def giving_up(cls, error: LLMError, attempts: int) -> ImageGenerationError:
+        """``error``, the last one, as the step's final error."""
+        final = cls(f"image generation failed after {attempts} attempt(s): {error}")
+        final.status, final.provider, final.model = error.status, error.provider, error.model
+        final.job_id, final.step, final.attempts = error.job_id, error.step, attempts
+        return final
+
+
 class RateLimitedError(TransientLLMError):
     """The provider answered 429."""
 

@@ -197,7 +197,7 @@ def test_async_task_times_out_after_max_wait(sim, workers: Workers, monkeypatch)
     view = handle.wait(timeout=60, progress=False)
     assert view.status == C.STATUS_FAILED
     step = _by_step(handle)["img1"]
-    assert step["error_type"] == "TransientLLMError" and step["attempts"] == 2
+    assert step["error_type"] == "ImageGenerationError" and step["attempts"] == 2
     assert "did not finish within 1s" in step["error"]
     assert sim.stats()["by_path"]["/v1/images/tasks"] == 2  # the first try and one retry
 

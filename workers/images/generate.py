@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from genfleet import constants as C
-from genfleet.errors import LLMError, TransientLLMError
+from genfleet.errors import ImageGenerationError, LLMError, TransientLLMError
 from workers.gateway_types import RetryLater
 from workers.images.base import ContentPolicyError, ImageBackend, ImageRequest, Rendered
 from workers.images.simplify import simplify_prompt
@@ -60,8 +60,7 @@ def generate_image(
             _wait_before_retry(request, e, retries, attempts, max_retries, sleep)
             continue
         except LLMError as e:
-            e.attempts = attempts + 1
-            raise
+            raise ImageGenerationError.giving_up(e, attempts + 1) from e
         seconds = round(time.monotonic() - started, 3)
         return Generated(rendered, request.prompt, simplified, attempts + 1, seconds)
 
@@ -96,8 +95,7 @@ def _wait_before_retry(
     sleep: Callable[[float], None],
 ) -> None:
     if retries > max_retries or attempts > max_retries + 2:  # +2: one moderation retry
-        error.attempts = attempts
-        raise error
+        raise ImageGenerationError.giving_up(error, attempts) from error
     delay = retry_delay(error, retries)
     if delay > C.INLINE_WAIT_MAX_S:
         raise RetryLater(delay, attempts, f"image backoff after: {error}")
