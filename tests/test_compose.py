@@ -40,6 +40,8 @@ def test_compose_file_is_valid_and_complete() -> None:
     assert "--appendonly" in redis_cmd and "--requirepass" in redis_cmd
     worker = services["llm-worker"]
     assert "container_name" not in worker and "ports" not in worker  # --scale llm-worker=4
+    # Unique node names per replica: %h is each container's own host name.
+    assert "hostname" not in worker and "llm@%h" in worker["command"]
     assert "llm,control" in worker["command"]
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "ops:pw"
     gpu = services["image-worker-gpu0"]["deploy"]["resources"]["reservations"]["devices"][0]
