@@ -18,10 +18,13 @@ import time
 from pathlib import Path
 
 import redis
+from celery import group
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import cluster  # noqa: E402
+from genfleet import constants as C  # noqa: E402
+from producer.client import connect  # noqa: E402
 from producer.pipelines import submit_tweets  # noqa: E402
 from producer.processes import start_worker  # noqa: E402
 
@@ -30,6 +33,24 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def _mib(client: redis.Redis) -> float:
     return float(client.info("memory")["used_memory"]) / 2**20
+
+
+def plain_group(steps: int) -> tuple[float, float]:
+    """Seconds and MiB of Redis to enqueue a plain Celery group of ``steps`` tasks with
+    the same ids-only arguments (no job record, no chord): the floor for genfleet."""
+    with cluster({"latency_ms": 0}, []) as c:
+        client = redis.Redis.from_url(c.redis_url)
+        app = connect().app
+        before = _mib(client)
+        started = time.perf_counter()
+        group(
+            app.signature(C.TASK_TWEET, args=(f"plain-{n // 100}", f"p1.{n}", n), immutable=True)
+            for n in range(steps)
+        ).apply_async()
+        took = time.perf_counter() - started
+        used = _mib(client) - before
+        client.close()
+    return took, used
 
 
 def main() -> None:
@@ -41,6 +62,7 @@ def main() -> None:
     days = {(dt.date(2021, 1, 1) + dt.timedelta(days=n)).isoformat(): {"theme": f"day {n}"}
             for n in range(args.steps_per_persona)}  # fmt: skip
     steps = args.personas * args.steps_per_persona
+    plain_s, plain_mib = plain_group(steps)
     with cluster({"latency_ms": 0}, []) as c:
         client = redis.Redis.from_url(c.redis_url)
         idle_mib = _mib(client)
@@ -69,7 +91,16 @@ def main() -> None:
     print("|---|---:|")
     print(f"| enqueue time (no worker running) | {enqueue_s:.1f} s |")
     print(f"| producer enqueue rate | {steps / enqueue_s:,.0f} steps/s |")
+    print(
+        f"| plain Celery group of {steps:,} tasks: enqueue rate | "
+        f"{steps / plain_s:,.0f} tasks/s (genfleet / plain: {plain_s / enqueue_s:.2f}) |"
+    )
     print(f"| Redis memory: empty / all queued | {idle_mib:.1f} / {queued_mib:.1f} MiB |")
+    ours_mib = queued_mib - idle_mib
+    print(
+        f"| Redis memory added: genfleet / plain group | {ours_mib:.1f} / {plain_mib:.1f} MiB "
+        f"({ours_mib / plain_mib:.2f}x) |"
+    )
     print(f"| Redis memory: peak while working / all done | {peak:.1f} / {done_mib:.1f} MiB |")
     rate = steps / work_s
     print(f"| 2 workers x 8 threads: time to finish | {work_s:.1f} s ({rate:.0f} steps/s) |")

@@ -168,6 +168,7 @@ LIMITER_MIN_WAIT_S = 0.001  # every Denied.wait_s is at least this
 LIMITER_BACKOFF_INITIAL_S = 1.0  # cooldown after a 429 without Retry-After, doubling ...
 LIMITER_BACKOFF_MAX_S = 30.0  # ... up to this
 LIMITER_DECREASE_GAP_S = 1.0  # AIMD halves the limit at most once per this
+LIMITER_WAKE_TTL_S = 10.0  # a slot waiter's mark (and its wake-up list) lives this long
 LIMITER_POLL_INITIAL_S = 0.02  # acquire(): polling for a free slot starts here ...
 LIMITER_POLL_MAX_S = 0.25  # ... and grows x LIMITER_POLL_GROWTH up to this
 LIMITER_POLL_GROWTH = 1.5

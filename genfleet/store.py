@@ -32,18 +32,40 @@ end
 return 0
 """
 
-# Give the job's keys (KEYS) a TTL of ARGV[1] once its status (KEYS[1]) is one of
-# ARGV[2..]; a live job's keys have none, so a job waiting behind a backlog never expires.
-_EXPIRE_IF_ENDED = """
+# A step starts: its stored success if there is one (KEYS[2] field ARGV[1]); else the
+# job's record, and the step is marked running (KEYS[3]) at ARGV[2], the job started
+# and, if queued, running. KEYS: job, ok, running. Returns {ok or false, record or false}.
+_START_STEP = """
+local ok = redis.call('HGET', KEYS[2], ARGV[1])
+if ok then return {ok, false} end
+local job = redis.call('HMGET', KEYS[1], 'record', 'status')
+if not job[1] then return {false, false} end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
+if job[2] == ARGV[3] then redis.call('HSET', KEYS[1], 'status', ARGV[4]) end
+return {false, job[1]}
+"""
+
+# A step's result, in one call. KEYS: JobKeys.all() (job, ok, failed, running, inputs).
+# ARGV: 1 step, 2 result JSON, 3 '1' for a success, 4 TTL s, 5.. the ended statuses (a
+# step of a cancelled job finishing late starts its keys' TTL). Returns 1 if stored.
+_SAVE_STEP = """
+local written = 1
+if ARGV[3] == '1' then
+  written = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+else
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+end
+redis.call('HDEL', KEYS[4], ARGV[1])
 local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur then return 0 end
-for i = 2, #ARGV do
+for i = 5, #ARGV do
   if cur == ARGV[i] then
-    for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, tonumber(ARGV[1])) end
-    return 1
+    for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, tonumber(ARGV[4])) end
+    break
   end
 end
-return 0
+return written
 """
 
 # genfleet resume's one decision. KEYS: job hash, claims hash. ARGV: the statuses a
@@ -132,7 +154,8 @@ class JobStore:
         self.r = client
         self.ttl_s = ttl_s
         self._set_status_if = client.register_script(_SET_STATUS_IF)
-        self._expire_ended = client.register_script(_EXPIRE_IF_ENDED)
+        self._start_step = client.register_script(_START_STEP)
+        self._save_step = client.register_script(_SAVE_STEP)
         self._reopen = client.register_script(_REOPEN)
 
     def _touch(self, pipe: Any, job_id: str) -> None:
@@ -144,10 +167,6 @@ class JobStore:
         """No TTL while the job is queued or running."""
         for key in JobKeys.of(job_id).all():
             pipe.persist(key)
-
-    def _expire_if_ended(self, job_id: str) -> None:
-        keys = list(JobKeys.of(job_id).all())
-        self._expire_ended(keys=keys, args=[self.ttl_s, *C.TERMINAL_STATUSES])
 
     def create(self, record: JobRecord, inputs: Mapping[str, str] | None = None) -> None:
         """Write a new job with status ``queued``; big inputs go to their own hash.
@@ -220,6 +239,32 @@ class JobStore:
         raw = self.r.hget(JobKeys.of(job_id).ok, step_id)
         return StepResult.model_validate_json(raw) if raw else None
 
+    def step_state(self, job_id: str, step_id: str) -> tuple[StepResult | None, str]:
+        """A step's stored success (or None) and its job's status, in one round trip."""
+        keys = JobKeys.of(job_id)
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.ok, step_id)
+            pipe.hget(keys.job, "status")
+            raw, status = pipe.execute()
+        if status is None:
+            raise _missing(job_id)
+        return (StepResult.model_validate_json(raw) if raw else None), str(status)
+
+    def start_step(self, job_id: str, step_id: str) -> tuple[StepResult | None, JobRecord]:
+        """Start a step in one script call: its stored success if one exists (then
+        nothing changes), else the job's record with the step marked running (as
+        ``mark_started``)."""
+        keys = JobKeys.of(job_id)
+        ok, record = self._start_step(
+            keys=[keys.job, keys.ok, keys.running],
+            args=[step_id, time.time(), C.STATUS_QUEUED, C.STATUS_RUNNING],
+        )
+        if ok:
+            return StepResult.model_validate_json(ok), self.record(job_id)
+        if not record:
+            raise _missing(job_id)
+        return None, JobRecord.model_validate_json(record)
+
     def mark_started(self, job_id: str, step_id: str) -> None:
         """Record that a step began; the job becomes ``running``."""
         keys = JobKeys.of(job_id)
@@ -237,17 +282,12 @@ class JobStore:
         Returns True if this call's result is the one stored.
         """
         keys = JobKeys.of(job_id)
-        payload = result.model_dump_json()
-        with self.r.pipeline() as pipe:
-            if result.ok:
-                pipe.hsetnx(keys.ok, result.step_id, payload)
-                pipe.hdel(keys.failed, result.step_id)
-            else:
-                pipe.hset(keys.failed, result.step_id, payload)
-            pipe.hdel(keys.running, result.step_id)
-            written = pipe.execute()[0]
-        self._expire_if_ended(job_id)  # a step of a cancelled job finishing late
-        return bool(written) if result.ok else True
+        written = self._save_step(
+            keys=list(keys.all()),
+            args=[result.step_id, result.model_dump_json(), int(result.ok), self.ttl_s,
+                  *C.TERMINAL_STATUSES],
+        )  # fmt: skip
+        return bool(int(written)) if result.ok else True
 
     def finish(self, job_id: str, status: str, metrics: JobMetrics, error: str | None) -> bool:
         """Set a final status, unless the job already ended (e.g. was cancelled)."""

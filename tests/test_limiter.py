@@ -433,3 +433,41 @@ def test_a_killed_workers_lease_expires(rdb: redis.Redis, redis_url: str) -> Non
         if holder.is_alive():
             holder.kill()
             holder.join()
+
+
+def test_a_slot_waiter_is_woken_by_a_release_and_not_by_anything_else(
+    limiter: ClusterLimiter, rdb: redis.Redis
+) -> None:
+    limits = Limits(max_concurrent=1)
+    held = _grant(limiter.try_acquire(SCOPE, limits, 10))
+    _denied(limiter.try_acquire(SCOPE, limits, 10), "concurrency")
+    # Nobody releases: the waiter blocks (one BLPOP, no polling), then times out.
+    assert limiter.wait_freed([SCOPE.redis_part()], 0.3) is False
+    woken: list[bool] = []
+    waiter = threading.Thread(target=lambda: woken.append(limiter.wait_freed(
+        [SCOPE.redis_part()], 20.0)))  # fmt: skip
+    waiter.start()
+    time.sleep(0.3)
+    limiter.release(held)
+    waiter.join(25)
+    assert woken == [True]
+    _grant(limiter.try_acquire(SCOPE, limits, 10))
+
+
+def test_releases_nobody_waits_for_leave_no_stale_wake_ups(
+    limiter: ClusterLimiter, rdb: redis.Redis
+) -> None:
+    from workers.limiter import wake_key
+
+    limits = Limits(max_concurrent=1)
+    key = wake_key(SCOPE.redis_part())
+    limiter.release(_grant(limiter.try_acquire(SCOPE, limits, 10)))
+    assert rdb.llen(key) == 0  # no waiter was marked: nothing pushed
+    first = _grant(limiter.try_acquire(SCOPE, limits, 10))
+    _denied(limiter.try_acquire(SCOPE, limits, 10), "concurrency")  # marks a waiter
+    limiter.release(first)
+    assert rdb.llen(key) == 1  # the waiter's wake-up, kept until it blocks
+    second = _grant(limiter.try_acquire(SCOPE, limits, 10))  # someone else took it
+    _denied(limiter.try_acquire(SCOPE, limits, 10), "concurrency")
+    assert rdb.llen(key) == 0  # that wake-up was stale for this refused caller: dropped
+    limiter.release(second)

@@ -94,10 +94,15 @@ local function budget_deny()
 end
 local function budget_reserve()
   local held = string.format('%.10f|%.6f', b_cost, now + lease_s)
-  if b_job > 0 then redis.call('HSET', KEYS[9], 'r:' .. lease, held) end
-  if b_day > 0 then redis.call('HSET', KEYS[10], 'r:' .. lease, held) end
-  for i = 9, 10 do
-    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], b_ttl) end
+  -- Only a budget's hash gets a reservation (and its TTL); the spending of a job
+  -- without one is kept alive by the settle after its calls.
+  if b_job > 0 then
+    redis.call('HSET', KEYS[9], 'r:' .. lease, held)
+    redis.call('EXPIRE', KEYS[9], b_ttl)
+  end
+  if b_day > 0 then
+    redis.call('HSET', KEYS[10], 'r:' .. lease, held)
+    redis.call('EXPIRE', KEYS[10], b_ttl)
   end
 end
 """
@@ -110,7 +115,6 @@ def budget_lua(k: int, a: int) -> str:
     keys' TTL in seconds. ``budget_deny`` returns a reason or nil."""
     return (
         BUDGET_LUA.replace("KEYS[9]", f"KEYS[{k}]").replace("KEYS[10]", f"KEYS[{k + 1}]")
-        .replace("for i = 9, 10 do", f"for i = {k}, {k + 1} do")
         .replace("ARGV[15]", f"ARGV[{a}]").replace("ARGV[16]", f"ARGV[{a + 1}]")
         .replace("ARGV[17]", f"ARGV[{a + 2}]").replace("ARGV[18]", f"ARGV[{a + 3}]")
     )  # fmt: skip

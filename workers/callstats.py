@@ -52,6 +52,15 @@ class CallStats:
         self.redis = client
         self.ttl_s = ttl_s
         self.refresh = Refresher(ttl_s)
+        self._effective: dict[str, int] = {}
+
+    def _changed(self, key: str, effective: int) -> bool:
+        """Whether ``effective`` differs from what this process wrote to ``key`` last
+        (or is due again): the limiter's value is the cluster's, it rarely moves."""
+        if self._effective.get(key) == effective and not self.refresh.due(f"{key}\neff"):
+            return False
+        self._effective[key] = effective
+        return True
 
     def add(
         self, job_id: str, key_id: str | None, *, wait_s: float = 0.0,
@@ -81,7 +90,7 @@ class CallStats:
                         pipe.hincrby(key, name, value)
                 if wait_s > 0:
                     pipe.hincrbyfloat(key, "limiter_wait_s", round(wait_s, 4))
-                if effective_concurrency is not None:
+                if effective_concurrency is not None and self._changed(key, effective_concurrency):
                     pipe.hset(key, "effective_concurrency", effective_concurrency)
                 if self.refresh.due(key):
                     pipe.expire(key, self.ttl_s)

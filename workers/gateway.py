@@ -70,6 +70,8 @@ class LLMGateway:
         self.batch = BatchCalls(client, settings, self.pool, self.prices, self.budgets)
         self._cache_ns = ",".join(sorted({k.provider for k in self.pool.keys}))
         self._effective: dict[Scope, int] = {}
+        self._wait_queues: dict[str, threading.Lock] = {}
+        self._waiters_lock = threading.Lock()
 
     def chat(self, request: ChatRequest, ctx: CallContext) -> ChatResult:
         """Make the call; raises ``LLMError`` or ``RetryLater``."""
@@ -232,29 +234,73 @@ class LLMGateway:
     def _admit(
         self, request: ChatRequest, ctx: CallContext, tokens: int, tally: _Tally
     ) -> tuple[ApiKey, Grant, float]:
-        """A key and the limiter's grant; waits briefly, else raises ``RetryLater``."""
-        waited, poll = 0.0, C.LIMITER_POLL_INITIAL_S
-        while True:
-            denials: list[Denied] = []
-            for key in self._ordered_keys(request.model, ctx):
-                got = self._try_key(key, request, ctx, tokens)
-                if isinstance(got, Grant):
-                    return key, got, waited
-                denials.append(got)
-            best = min(denials, key=lambda d: d.wait_s)
-            over = next((d for d in denials if d.reason in BUDGET_REASONS), None)
-            if over is not None:
-                raise self._over_budget(over.reason, request, ctx, tokens)
-            slot_only = all(d.reason in _SLOT_REASONS for d in denials)
-            delay = poll if slot_only else max(best.wait_s, C.LIMITER_MIN_SLEEP_S)
-            if waited + delay > C.INLINE_WAIT_MAX_S:
-                later = max(delay, C.INLINE_WAIT_MAX_S / 3) if slot_only else best.wait_s
-                raise RetryLater(
-                    later, tally.attempts, f"limiter: {best.reason}", tally.rate_limited
-                )
-            time.sleep(delay * random.uniform(1.0, 1.2))
-            waited += delay
-            poll = min(poll * C.LIMITER_POLL_GROWTH, C.LIMITER_POLL_MAX_S)
+        """A key and the limiter's grant; waits briefly, else raises ``RetryLater``.
+
+        A denied call does not poll. It queues behind this process's other waiters
+        for the model (only the first of them asks Redis), then sleeps until the
+        admission time the limiter computed, or, when a slot is the limit, blocks on
+        the scope's wake-up list until a release frees one.
+        """
+        got = self._try_keys(request, ctx, tokens)
+        if not isinstance(got, list):
+            return (*got, 0.0)
+        started = time.monotonic()
+        queue = self._waiters(request.model)
+        fresh = queue.acquire(blocking=False)  # else others wait before us: ask again
+        if not fresh and not queue.acquire(timeout=C.INLINE_WAIT_MAX_S):
+            raise self._wait_later(got, C.INLINE_WAIT_MAX_S, tally)
+        try:
+            while True:
+                waited = time.monotonic() - started
+                if not fresh:
+                    got = self._try_keys(request, ctx, tokens)
+                    if not isinstance(got, list):
+                        return (*got, waited)
+                fresh = False
+                best = min(got, key=lambda d: d.wait_s)
+                slot_only = all(d.reason in _SLOT_REASONS for d in got)
+                delay = C.INLINE_WAIT_MAX_S - waited if slot_only else best.wait_s
+                if delay <= 0 or (not slot_only and waited + delay > C.INLINE_WAIT_MAX_S):
+                    raise self._wait_later(got, delay, tally)
+                if slot_only:
+                    parts = [
+                        Scope(k.provider, k.key_id, request.model).redis_part()
+                        for k in self._ordered_keys(request.model, ctx)
+                    ]
+                    self.limiter.wait_freed(parts, delay)
+                else:
+                    time.sleep(max(delay, C.LIMITER_MIN_SLEEP_S) * random.uniform(1.0, 1.05))
+        finally:
+            queue.release()
+
+    def _try_keys(
+        self, request: ChatRequest, ctx: CallContext, tokens: int
+    ) -> tuple[ApiKey, Grant] | list[Denied]:
+        """A grant from the first key that admits the call, else every key's denial
+        (a budget's denial raises)."""
+        denials: list[Denied] = []
+        for key in self._ordered_keys(request.model, ctx):
+            got = self._try_key(key, request, ctx, tokens)
+            if isinstance(got, Grant):
+                return key, got
+            denials.append(got)
+        over = next((d for d in denials if d.reason in BUDGET_REASONS), None)
+        if over is not None:
+            raise self._over_budget(over.reason, request, ctx, tokens)
+        return denials
+
+    def _waiters(self, model: str) -> threading.Lock:
+        """This process's queue of calls waiting for ``model``: one lock, held by the
+        one waiter that asks the limiter."""
+        with self._waiters_lock:
+            return self._wait_queues.setdefault(model, threading.Lock())
+
+    def _wait_later(self, denials: list[Denied], delay: float, tally: _Tally) -> RetryLater:
+        """A wait too long to block a worker thread: the task re-schedules itself."""
+        best = min(denials, key=lambda d: d.wait_s)
+        slot_only = all(d.reason in _SLOT_REASONS for d in denials)
+        later = C.INLINE_WAIT_MAX_S / 3 if slot_only else max(best.wait_s, delay)
+        return RetryLater(later, tally.attempts, f"limiter: {best.reason}", tally.rate_limited)
 
     def _try_key(
         self, key: ApiKey, request: ChatRequest, ctx: CallContext, tokens: int

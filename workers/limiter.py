@@ -85,6 +85,8 @@ class Grant:
     effective_concurrency: int
     in_flight: int  # including this one
     budget: BudgetAsk | None = None  # the cost reserved, settled by the gateway
+    counts_tokens: bool = True  # a tpm limit counted its tokens (release corrects them)
+    job_slot: bool = True  # it holds one of its job's concurrency slots
 
 
 @dataclass(frozen=True)
@@ -136,16 +138,17 @@ class ClusterLimiter:
         part = scope.redis_part()
         lease_id = _new_lease_id(job_id)
         ask = budget if budget is not None and budget.active else None
-        keys = [*_scope_keys(part), *_job_keys(job_id), *_budget_keys(ask)]
+        keys = [*_scope_keys(part), *_job_keys(job_id), *_budget_keys(ask), wake_key(part)]
         args = [
             now or 0, lease_id, tokens, limits.max_concurrent, limits.rpm, limits.tpm,
             limits.lease_s, self.window_s, job_concurrency, throttle_ms / 1000.0,
             self._ttl_ms(limits), C.LIMITER_BURST_DIVISOR, C.LIMITER_CONCURRENCY_WAIT_S,
-            C.LIMITER_MIN_WAIT_S, *_budget_args(ask),
+            C.LIMITER_MIN_WAIT_S, *_budget_args(ask), C.LIMITER_WAKE_TTL_S,
         ]  # fmt: skip
         reply = self._acquire(keys=keys, args=args)
         if int(reply[0]) == 1:
-            return Grant(lease_id, part, tokens, int(reply[2]), int(reply[1]), ask)
+            return Grant(lease_id, part, tokens, int(reply[2]), int(reply[1]), ask,
+                         counts_tokens=limits.tpm > 0, job_slot=job_concurrency > 0)  # fmt: skip
         denied = Denied(float(reply[2]), _text(reply[1]))
         logger.debug(
             "limiter %s: denied (%s), wait %.3fs, job %s", part, denied.reason, denied.wait_s,
@@ -169,14 +172,25 @@ class ClusterLimiter:
         """
         job_id = _lease_job_id(grant.lease_id)
         scope_keys = _scope_keys(grant.scope)
-        keys = [scope_keys[1], scope_keys[2], scope_keys[4], scope_keys[5], _job_keys(job_id)[1]]
-        actual = -1 if actual_tokens is None else max(0, actual_tokens)
-        live = self._release(keys=keys, args=[now or 0, grant.lease_id, actual, int(ok)])
+        keys = [scope_keys[1], scope_keys[2], scope_keys[4], scope_keys[5], _job_keys(job_id)[1],
+                wake_key(grant.scope)]  # fmt: skip
+        unknown = actual_tokens is None or not grant.counts_tokens
+        actual = -1 if unknown else max(0, actual_tokens or 0)
+        args = [now or 0, grant.lease_id, actual, int(ok), int(grant.job_slot),
+                int(C.LIMITER_WAKE_TTL_S * 1000)]  # fmt: skip
+        live = self._release(keys=keys, args=args)
         if not int(live):
             logger.warning(
                 "limiter %s: lease %s had expired or was released twice (job %s)",
                 grant.scope, grant.lease_id, job_id or "-",
             )  # fmt: skip
+
+    def wait_freed(self, parts: list[str], timeout_s: float) -> bool:
+        """Block until a slot of one of these scopes is freed, or ``timeout_s`` passes
+        (a lease that expired instead of being released wakes nobody). True if woken.
+        Costs one command however long it waits: no polling."""
+        timeout = max(0.01, round(timeout_s, 3))
+        return self.client.blpop([wake_key(p) for p in parts], timeout=timeout) is not None
 
     def renew(self, grant: Grant, lease_s: float, *, now: float | None = None) -> bool:
         """Keep a grant's slot ``lease_s`` more seconds while its call runs; False if the
@@ -287,6 +301,11 @@ def _scope_keys(part: str) -> list[str]:
     """cooldown, state, leases, rpm log, tpm log, tpm tokens: the acquire script's order."""
     base = C.KEY_LIMITER_SCOPE.format(scope=part)
     return [f"{base}:{name}" for name in ("cooldown", "state", "leases", "rpm", "tpm", "tpm_tok")]
+
+
+def wake_key(part: str) -> str:
+    """The list a release pushes to when a slot waiter is marked (see RELEASE)."""
+    return f"{C.KEY_LIMITER_SCOPE.format(scope=part)}:wake"
 
 
 def _job_keys(job_id: str) -> list[str]:

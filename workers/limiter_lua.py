@@ -24,10 +24,12 @@ local function clamp(x, lo, hi) return math.max(lo, math.min(hi, x)) end
 """
 
 # KEYS: 1 cooldown, 2 state, 3 leases, 4 rpm log, 5 tpm log, 6 tpm tokens,
-#       7 job next, 8 job leases, 9 job budget, 10 day budget (workers.budget)
+#       7 job next, 8 job leases, 9 job budget, 10 day budget (workers.budget),
+#       11 the scope's wake-up list (see RELEASE)
 # ARGV: 1 now, 2 lease id, 3 tokens, 4 max_concurrent, 5 rpm, 6 tpm, 7 lease_s,
 #       8 window_s, 9 job_concurrency, 10 throttle_s, 11 ttl_ms, 12 burst divisor,
-#       13 slot wait hint, 14 minimum wait, 15-18 budget (cost, job max, day max, ttl)
+#       13 slot wait hint, 14 minimum wait, 15-18 budget (cost, job max, day max, ttl),
+#       19 how long a slot waiter may wait to be woken (see RELEASE)
 # Returns {1, in_flight, effective} or {0, reason, wait_s}.
 ACQUIRE = (
     PRELUDE
@@ -39,6 +41,7 @@ local lease_s, window = tonumber(ARGV[7]), tonumber(ARGV[8])
 local job_conc, throttle_s = tonumber(ARGV[9]), tonumber(ARGV[10])
 local ttl_ms, divisor = tonumber(ARGV[11]), tonumber(ARGV[12])
 local slot_wait, min_wait = tonumber(ARGV[13]), tonumber(ARGV[14])
+local waiting_s = tonumber(ARGV[19]) or 0
 local state, leases, rpm_log, tpm_log, tpm_tok = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 """
     + budget_lua(9, 15)
@@ -157,15 +160,27 @@ local function admit(effective, in_flight, rpm_tat, tpm_tat)
   return {1, in_flight + 1, effective}
 end
 
+-- A caller will wait for a slot: releases push to the wake-up list (KEYS[11]) until
+-- this mark passes. Tokens already there are stale (this caller saw every release
+-- before now and was still refused): dropped, so a waiter never spins on them.
+local function wait_for_slot(reason)
+  if KEYS[11] then
+    redis.call('HSET', state, 'waiting', fmt(now + waiting_s))
+    redis.call('DEL', KEYS[11])
+  end
+  return deny(reason, slot_wait)
+end
+
 local function decide()
   local cooldown_until = num(redis.call('GET', KEYS[1]), 0)
   if now < cooldown_until then return deny('cooldown', cooldown_until - now) end
   local reason, wait = job_wait()
+  if reason == 'job_concurrency' then return wait_for_slot(reason) end
   if reason then return deny(reason, wait) end
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
   local effective = clamp(num(redis.call('HGET', state, 'eff'), maxc), 1, maxc)
   local in_flight = redis.call('ZCARD', leases)
-  if in_flight >= effective then return deny('concurrency', slot_wait) end
+  if in_flight >= effective then return wait_for_slot('concurrency') end
   local rpm_tat, tpm_tat
   reason, wait, rpm_tat, tpm_tat = rate_wait()
   if reason then return deny(reason, wait) end
@@ -175,14 +190,25 @@ local function decide()
 end
 
 local reply = decide()
-for i = 2, 6 do redis.call('PEXPIRE', KEYS[i], ttl_ms) end
-redis.call('PEXPIRE', KEYS[8], ttl_ms)
+-- Keep the scope's keys alive while it is used; the logs of a limit that is off are
+-- never written (one left from before expires by itself).
+redis.call('PEXPIRE', state, ttl_ms)
+redis.call('PEXPIRE', leases, ttl_ms)
+if rpm > 0 then redis.call('PEXPIRE', rpm_log, ttl_ms) end
+if tpm > 0 then
+  redis.call('PEXPIRE', tpm_log, ttl_ms)
+  redis.call('PEXPIRE', tpm_tok, ttl_ms)
+end
+if job_conc > 0 then redis.call('PEXPIRE', KEYS[8], ttl_ms) end
 return reply
 """
 )
 
-# KEYS: 1 state, 2 leases, 3 tpm log, 4 tpm tokens, 5 job leases
-# ARGV: 1 now, 2 lease id, 3 actual tokens (< 0: unknown), 4 ok (1/0)
+# KEYS: 1 state, 2 leases, 3 tpm log, 4 tpm tokens, 5 job leases, 6 wake-up list
+# ARGV: 1 now, 2 lease id, 3 actual tokens (< 0: unknown), 4 ok (1/0),
+#       5 the lease holds a job slot (0: no; default yes), 6 wake-up list TTL ms
+# A slot freed while someone waits for one (ACQUIRE marked 'waiting') pushes a token
+# to the wake-up list: a waiter blocked on it (BLPOP) tries again at once.
 # Returns 1 when the lease was live, 0 when it had expired or was released before.
 RELEASE = (
     PRELUDE
@@ -193,8 +219,14 @@ local state = KEYS[1]
 local expiry = tonumber(redis.call('ZSCORE', KEYS[2], lease))
 local live = expiry ~= nil and expiry > now
 redis.call('ZREM', KEYS[2], lease)
-redis.call('ZREM', KEYS[5], lease)
-local has_state = redis.call('EXISTS', state) == 1  -- else the idle scope expired
+if ARGV[5] ~= '0' then redis.call('ZREM', KEYS[5], lease) end
+local st = redis.call('HMGET', state, 'eff', 'max', 'waiting')
+local has_state = st[1] ~= false  -- else the idle scope expired
+if KEYS[6] and num(st[3], 0) > now then
+  redis.call('LPUSH', KEYS[6], 1)
+  redis.call('LTRIM', KEYS[6], 0, 255)
+  redis.call('PEXPIRE', KEYS[6], tonumber(ARGV[6]))
+end
 
 local function correct_tokens()
   local reserved = tonumber(redis.call('HGET', KEYS[4], lease))
@@ -209,8 +241,8 @@ end
 
 -- AIMD additive increase: one more slot after `effective` successes in a row.
 local function grow()
-  local effective = num(redis.call('HGET', state, 'eff'), 1)
-  local maxc = num(redis.call('HGET', state, 'max'), effective)
+  local effective = num(st[1], 1)
+  local maxc = num(st[2], effective)
   redis.call('HSET', state, 'streak', 0)
   if redis.call('HINCRBY', state, 'succ', 1) >= effective then
     redis.call('HSET', state, 'eff', math.min(maxc, effective + 1), 'succ', 0)

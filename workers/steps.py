@@ -40,11 +40,11 @@ def execute_step(
     re-schedule itself, and a ``REDIS_DOWN`` error for it to wait for Redis: a Redis
     outage is never the step's failure.
     """
-    existing = store.step_ok(job_id, step_id)
+    existing, status = store.step_state(job_id, step_id)
     if existing is not None:
         logger.info("job %s step %s: result already stored; not calling again", job_id, step_id)
         return existing
-    if store.status(job_id) == C.STATUS_CANCELLED:
+    if status == C.STATUS_CANCELLED:
         logger.info("job %s step %s: job cancelled; step skipped", job_id, step_id)
         return None
     owner = owner or new_owner()
@@ -90,12 +90,12 @@ def _run_claimed(
     store: JobStore, job_id: str, step_id: str, index: int, work: Work, ctx: CallContext,
     worker: str,
 ) -> StepResult | None:  # fmt: skip
-    existing = store.step_ok(job_id, step_id)  # stored between our first look and the claim
+    # One call: a result stored between our first look and the claim, else the record,
+    # with the step marked running.
+    existing, record = store.start_step(job_id, step_id)
     if existing is not None:
         return existing
-    record = store.record(job_id)
     apply_job_options(ctx, record)
-    store.mark_started(job_id, step_id)
     result = _outcome(job_id, step_id, index, work, ctx, worker, record)
     saved = through_outage(
         lambda: store.save_step(job_id, result), f"job {job_id} step {step_id} result",
