@@ -202,6 +202,11 @@ class JobStore:
         value = self.r.hget(JobKeys.of(job_id).inputs, name)
         return None if value is None else str(value)
 
+    def inputs(self, job_id: str, names: list[str]) -> list[str | None]:
+        """Several of the job's stored inputs in one round trip (None where missing)."""
+        values = self.r.hmget(JobKeys.of(job_id).inputs, names)
+        return [None if v is None else str(v) for v in values]
+
     def record(self, job_id: str) -> JobRecord:
         """The job's record *without* its step list (see ``step_ids``)."""
         raw = self.r.hget(JobKeys.of(job_id).job, "record")

@@ -59,11 +59,13 @@ def tweet_messages(persona: dict[str, Any], date: str, plan: Any) -> list[dict[s
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def _input(store: JobStore, job_id: str, name: str) -> Any:
-    raw = store.input(job_id, name)
-    if raw is None:
-        raise StepSkipped(f"the job's input {name} is missing")
-    return json.loads(raw)
+def _inputs(store: JobStore, job_id: str, names: list[str]) -> list[Any]:
+    values = []
+    for name, raw in zip(names, store.inputs(job_id, names), strict=True):
+        if raw is None:
+            raise StepSkipped(f"the job's input {name} is missing")
+        values.append(json.loads(raw))
+    return values
 
 
 def write_tweet(
@@ -71,8 +73,7 @@ def write_tweet(
 ) -> tuple[dict[str, Any], ChatResult]:
     """Write one day's tweet."""
     pair, date = split_step(step)
-    persona = _input(store, record.id, f"persona:{pair}")
-    plan = _input(store, record.id, f"plan:{step}")
+    persona, plan = _inputs(store, record.id, [f"persona:{pair}", f"plan:{step}"])
     spec = record.spec
     tweet, usage = ask_json(
         gateway, tweet_messages(persona, date, plan), Tweet, ctx,
