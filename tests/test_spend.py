@@ -162,3 +162,40 @@ def test_results_hold_the_cost(sim, workers: Workers, env) -> None:
     doc = json.loads(out.stdout)
     assert doc["metrics"]["cost_usd"] == pytest.approx(_billed(sim.stats()), rel=1e-6)
     assert doc["steps"][0]["cost_usd"] == pytest.approx(doc["metrics"]["cost_usd"], rel=1e-6)
+
+
+def test_a_providers_own_prices_and_auto_limits(tmp_path: Path, monkeypatch) -> None:
+    from genfleet.prices import load_prices
+    from workers.keypool import keys_from_file
+
+    providers = tmp_path / "providers.toml"
+    providers.write_text(
+        '[[provider]]\nname = "house"\nbase_url = "https://llm.house.test/v1"\n'
+        'keys = ["k-1"]\nrpm = "auto"\ntpm = 50000\n'
+        '[provider.prices."house-model-7"]\ninput = 0.3\noutput = 1.2\nbatch_discount = 0.4\n'
+        '[provider.prices."gpt-4o-mini"]\ninput = 1.0\noutput = 2.0\n'
+    )
+    table = load_prices(None, providers)
+    house = "https://llm.house.test/v1"
+    assert table.cost("house-model-7", 1_000_000, 0, provider=house) == pytest.approx(0.3)
+    assert table.cost("house-model-7", 0, 1_000_000, provider=house, batch=True) == (
+        pytest.approx(1.2 * 0.6)
+    )
+    assert table.price("gpt-4o-mini", house) == Price(1.0, 2.0)  # the provider's own
+    assert table.price("gpt-4o-mini-2024-07-18", "https://other.test/v1") == MINI
+    assert table.cost("house-model-7", 10, 10, provider="https://other.test/v1") is None
+    (key,) = keys_from_file(providers, 60.0)
+    assert key.limits.auto_rpm and not key.limits.auto_tpm and key.limits.tpm == 50_000
+
+
+def test_a_bad_prices_file_is_one_line(tmp_path: Path) -> None:
+    from genfleet.errors import SettingsError
+    from genfleet.prices import load_prices
+
+    bad = tmp_path / "prices.toml"
+    bad.write_text('[models."gpt-4o"]\ninput = -1\noutput = 2\n')
+    with pytest.raises(SettingsError, match=r"^GENFLEET_PRICES=.*models\.gpt-4o\.input") as e:
+        load_prices(bad, None)
+    assert "\n" not in str(e.value)
+    with pytest.raises(SettingsError, match="no such file"):
+        load_prices(tmp_path / "missing.toml", None)
