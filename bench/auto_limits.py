@@ -64,7 +64,7 @@ def scenario(sim_opts: dict[str, Any], env: dict[str, str], prompt: str, max_tok
         "ok_per_min": ok / span_min,
         "tokens_per_min": ok * per_call / span_min,
         "late_429": sum(1 for _, s in calls if s == "429"),
-        "first_min_429": sum(1 for t, s in stats["recent"] if s == "429" and t < started + 60),
+        "first_min_429": sum(1 for t, s, _ in stats["recent"] if s == "429" and t < started + 60),
         "per_call": per_call,
     }
 
@@ -76,6 +76,7 @@ def main() -> None:
     rpm = 600
     env = {"LLM_RPM_LIMIT": "auto", "LLM_MAX_CONCURRENT": "32"}
     a = scenario({"rpm": rpm}, env, SHORT_PROMPT, 16, opts.minutes)
+    print(f"rpm run: {a}", file=sys.stderr)
     tpm = 120_000
     env = {"LLM_TPM_LIMIT": "auto", "LLM_MAX_CONCURRENT": "32"}
     b = scenario({"tpm": tpm}, env, CHINESE_PROMPT, 400, opts.minutes)

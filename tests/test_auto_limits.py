@@ -41,17 +41,17 @@ def test_the_token_ratio_follows_the_providers_count(r: redis.Redis) -> None:
     # The provider charged 3,000 of its 10,000 while genfleet holds 1,500: it counts double.
     headers = {"x-ratelimit-limit-tokens": "10000", "x-ratelimit-remaining-tokens": "7000",
                "x-ratelimit-limit-requests": "500"}  # fmt: skip
+    assert learned.limits(scope, base).rpm == 0  # nothing learned yet: no pacing
     for _ in range(30):
         learned._cache.clear()
-        ours = int(1500 * learned.learned(scope).ratio)  # what genfleet holds, scaled
-        learned.observe(scope, base, headers, ours)
+        learned.observe(scope, base, headers, 1500)
     learned._cache.clear()
     got = learned.learned(scope)
     assert got.rpm == 500 and got.tpm == 10_000
     assert got.ratio == pytest.approx(2.0, rel=0.05)
     limits = learned.limits(scope, base)
-    assert limits.rpm == 500 and limits.tpm == int(10_000 * 0.95)
-    assert learned.tokens(scope, base, 100) == pytest.approx(200, abs=10)
+    # paced at 95% of the provider's limits; tokens in genfleet's units (half as many)
+    assert limits.rpm == 475 and limits.tpm == pytest.approx(10_000 * 0.95 / 2, rel=0.05)
 
 
 def test_auto_rpm_is_learned_and_paces_every_worker(sim, workers: Workers, r) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from genfleet import constants as C
 from genfleet.prices import BUILTIN_PRICES
-from producer import submit_chapter, submit_persona
+from producer import resume, submit_chapter, submit_persona
 from producer.control import cancel
 from tests.conftest import ROOT, Workers, genfleet_cmd
 
@@ -70,6 +70,11 @@ def test_a_failed_line_fails_only_its_step(sim, workers: Workers) -> None:
     assert set(view.ok) == {"v1", "v3", "v4"}
     assert "HTTP 500" in (view.failed["v2"].error or "")
     assert sim.stats()["batch_lines"] == 4  # a failed line is not asked again
+    sim.configure(fail_patterns={})
+    _, steps = resume(handle.id)  # a resumed step asks anew, in a new batch
+    assert steps == ["v2"]
+    assert handle.wait(timeout=120, progress=False).status == "succeeded"
+    assert sim.stats()["batch_lines"] == 5
 
 
 def test_an_expired_batch_is_resubmitted_once_then_fails(sim, workers: Workers) -> None:

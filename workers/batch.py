@@ -66,9 +66,9 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-def request_id(job_id: str, step: str, request: ChatRequest) -> str:
+def request_id(job_id: str, step: str, request: ChatRequest, round_: int = 0) -> str:
     """A request's id (the batch line's ``custom_id``): stable across deliveries."""
-    shape = json.dumps([job_id, step, dataclasses.asdict(request)], sort_keys=True,
+    shape = json.dumps([job_id, step, round_, dataclasses.asdict(request)], sort_keys=True,
                        ensure_ascii=False)  # fmt: skip
     return hashlib.sha256(shape.encode()).hexdigest()[:32]
 
@@ -95,7 +95,10 @@ class BatchCalls:
 
     def chat(self, request: ChatRequest, ctx: CallContext) -> ChatResult:
         """The routed answer; raises ``RetryLater`` while it is awaited, or the line's error."""
-        rid = request_id(ctx.job_id, ctx.step, request)
+        # The job's round (resumes so far) is part of the id: a resumed step asks anew
+        # instead of finding its failed answer.
+        round_ = self.redis.hget(C.KEY_JOB.format(job_id=ctx.job_id), "round") or 0
+        rid = request_id(ctx.job_id, ctx.step, request, int(round_))
         raw = self.redis.hgetall(C.KEY_BATCH_REQ.format(rid=rid))
         state = {str(k): str(v) for k, v in raw.items()}
         if state.get("state") == "done":

@@ -307,7 +307,6 @@ class LLMGateway:
     ) -> Grant | Denied:
         scope = Scope(key.provider, key.key_id, request.model)
         limits = self.learned.limits(scope, key.limits)
-        tokens = self.learned.tokens(scope, key.limits, tokens)
         if limits.tpm and tokens > limits.tpm:
             raise PermanentLLMError(
                 f"this call needs about {tokens} tokens, more than the key's "

@@ -9,11 +9,15 @@ Redis (``genfleet:lim:learned:{scope}``) for the whole cluster; admission then p
 by the learned limits (``LearnedLimits.limits``).
 
 Tokens: a provider may count a request differently from genfleet's estimate (another
-tokenizer, ``max_tokens`` counted in full). The remaining-tokens header tells how much
-the provider charged in its window; compared with what genfleet reserved in its own
-window it gives a ratio by which estimates are scaled (``token_ratio``), so a TPM cap
-is held without 429 storms. In auto-TPM mode a call keeps its (scaled) reservation
-instead of being corrected to the usage, so both windows count the same way.
+tokenizer, ``max_tokens`` charged in full or not). The remaining-tokens header tells
+how much the provider charged in its window; divided by what genfleet reserved in its
+own window (its estimates, logged from the first call on) it gives the provider's
+tokens per estimated token (``Learned.ratio``). Pacing then holds genfleet's window to
+``limit x margin / ratio`` estimated tokens, so a TPM cap is held without 429 storms.
+The ratio scales the limit, not the entries: the window keeps one unit whatever the
+ratio was when each entry was made, so a measurement never feeds on earlier ones. In
+auto-TPM mode a call keeps its reservation instead of being corrected to the usage,
+as a provider's window does.
 
 Unusable headers (missing, not numbers) are "no hint", never an error.
 """
@@ -37,10 +41,14 @@ from workers.limiter import Limits, Scope
 logger = logging.getLogger(__name__)
 
 CACHE_S = 1.0  # a process re-reads what the cluster learned at most this often
-TPM_MARGIN = 0.95  # pace at this share of a learned token limit: windows never align exactly
+# Pace at this share of a learned limit: the provider's window and ours never align
+# exactly (arrival delays, a 60 s window against our 61 s).
+RPM_MARGIN = 0.95
+TPM_MARGIN = 0.95
+UNKNOWN_TPM = 1_000_000_000  # before the limit is known: no pacing, but tokens are logged
 RATIO_GAIN = 0.2  # how fast the token ratio follows a new measurement
 RATIO_MIN, RATIO_MAX = 0.25, 8.0
-MIN_SAMPLE_SHARE = 0.05  # measure the ratio only when our window holds this share of the limit
+MIN_SAMPLE_SHARE = 0.02  # measure the ratio only when our window holds this share of the limit
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -137,21 +145,16 @@ class LearnedLimits:
         return value
 
     def limits(self, scope: Scope, base: Limits) -> Limits:
-        """``base`` with its auto limits replaced by the learned ones (0 until learned)."""
+        """``base`` with its auto limits replaced by the learned ones: no RPM limit
+        until one is learned, and the token limit in genfleet's estimated tokens."""
         if not (base.auto_rpm or base.auto_tpm):
             return base
         got = self.learned(scope)
-        return dataclasses.replace(
-            base,
-            rpm=got.rpm if base.auto_rpm else base.rpm,
-            tpm=int(got.tpm * TPM_MARGIN) if base.auto_tpm else base.tpm,
-        )
-
-    def tokens(self, scope: Scope, base: Limits, estimate: int) -> int:
-        """An estimate in the provider's units (auto TPM only)."""
-        if not base.auto_tpm:
-            return estimate
-        return math.ceil(estimate * self.learned(scope).ratio)
+        tpm = base.tpm
+        if base.auto_tpm:
+            tpm = max(1, int(got.tpm * TPM_MARGIN / got.ratio)) if got.tpm else UNKNOWN_TPM
+        rpm = max(1, int(got.rpm * RPM_MARGIN)) if got.rpm else 0
+        return dataclasses.replace(base, rpm=rpm if base.auto_rpm else base.rpm, tpm=tpm)
 
     def observe(self, scope: Scope, base: Limits, headers: Mapping[str, str],
                 tokens_in_window: int | None) -> None:  # fmt: skip
@@ -183,13 +186,12 @@ class LearnedLimits:
             self._cache.pop(scope.redis_part(), None)
 
     def _measured_ratio(self, scope: Scope, seen: RateHeaders, ours: int | None) -> float | None:
-        """The provider's charged tokens over ours, smoothed into the stored ratio."""
+        """The provider's charged tokens over our estimated ones, smoothed."""
         if ours is None or seen.limit_tokens is None or seen.remaining_tokens is None:
             return None
         charged = seen.limit_tokens - seen.remaining_tokens
         if ours < seen.limit_tokens * MIN_SAMPLE_SHARE or charged <= 0:
             return None
         old = self.learned(scope).ratio
-        target = old * charged / ours
-        new = old + RATIO_GAIN * (target - old)
+        new = old + RATIO_GAIN * (charged / ours - old)
         return min(RATIO_MAX, max(RATIO_MIN, new))
