@@ -2,8 +2,9 @@
 
 A call's estimated cost (prompt estimate + ``max_tokens`` at the model's price) is
 *reserved* by the limiter's admission script, in the same Lua call as the other
-limits (``BUDGET_LUA`` is part of ``workers.limiter_lua.ACQUIRE``), and *settled*
-with the real cost when the lease is released (``SETTLE_LUA``). Admission refuses a
+limits (``budget_lua`` is part of ``workers.limiter_lua.ACQUIRE``; a batch-mode
+request reserves with ``RESERVE_LUA`` when it is queued), and *settled* with the
+real cost when the lease is released or the batch line routed (``SETTLE_LUA``). Admission refuses a
 call when spent + reservations in flight + its estimate would pass a budget, so
 spending never exceeds a budget by more than the reservations in flight (and only
 when the provider bills more than the estimate).

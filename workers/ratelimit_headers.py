@@ -44,9 +44,9 @@ CACHE_S = 1.0  # a process re-reads what the cluster learned at most this often
 # Pace at this share of a learned limit: the provider's window and ours never align
 # exactly (arrival delays, a 60 s window against our 61 s).
 RPM_MARGIN = 0.95
-TPM_MARGIN = 0.95
+TPM_MARGIN = 0.93  # tokens: the ratio is measured, so a little more room
 UNKNOWN_TPM = 1_000_000_000  # before the limit is known: no pacing, but tokens are logged
-RATIO_GAIN = 0.2  # how fast the token ratio follows a new measurement
+RATIO_GAIN = 0.1  # how fast the token ratio follows a new measurement
 RATIO_MIN, RATIO_MAX = 0.25, 8.0
 MIN_SAMPLE_SHARE = 0.02  # measure the ratio only when our window holds this share of the limit
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
