@@ -11,6 +11,8 @@ naming status, provider and model) instead of an exception from deep inside.
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +27,6 @@ if TYPE_CHECKING:  # the SDK takes seconds to import: loaded by the first call, 
 
 HeaderSink = Callable[[Any], None]
 MAX_BODY_BYTES = 32 * 1024 * 1024  # an answer bigger than this is not a chat answer
-_CHUNK_BYTES = 16 * 1024
 
 
 def call_chat(
@@ -48,7 +49,13 @@ def call_chat(
             status = response.status_code
             if on_headers is not None:
                 on_headers(response.headers)
-            body = _read_body(response, deadline, timeout_s, where)
+            cutter = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (response,))
+            cutter.daemon = True
+            cutter.start()
+            try:
+                body = _read_body(response, deadline, timeout_s, where)
+            finally:
+                cutter.cancel()
     except openai.OpenAIError as e:
         if isinstance(e, openai.APIStatusError) and on_headers is not None:
             on_headers(e.response.headers)
@@ -87,7 +94,7 @@ def _read_body(response: Any, deadline: float, timeout_s: float, where: _Where) 
     chunks: list[bytes] = []
     size = 0
     try:
-        for chunk in response.iter_bytes(_CHUNK_BYTES):
+        for chunk in response.iter_bytes():  # as received: no waiting for a full buffer
             chunks.append(chunk)
             size += len(chunk)
             if time.monotonic() > deadline:
@@ -98,9 +105,22 @@ def _read_body(response: Any, deadline: float, timeout_s: float, where: _Where) 
     except TransientLLMError:
         raise
     except Exception as e:  # the transport's own errors: the body broke off or stalled
+        if time.monotonic() > deadline:  # cut by _cut at the deadline
+            message = f"no complete answer within LLM_TIMEOUT_S={timeout_s:g}s; abandoned"
+            raise where.error(CallDeadlineError, message, None) from None
         message = f"the answer broke off ({e.__class__.__name__})"
         raise where.error(TransientLLMError, message, None) from None
     return b"".join(chunks)
+
+
+def _cut(response: Any) -> None:
+    """At the deadline: shut the call's socket, so a read blocked on a provider that
+    drips (each byte within the read timeout) returns at once."""
+    try:
+        stream = response.http_response.extensions["network_stream"]
+        stream.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+    except Exception:  # no socket to cut (already closed): the read ends by itself
+        return
 
 
 def parse_answer(body: bytes, status: int, where: _Where) -> ChatResult:

@@ -19,6 +19,7 @@ from workers.steps import Work, execute_step
 
 logger = logging.getLogger(__name__)
 
+RESCHEDULES_MAX = 1_000_000
 STEP_OPTIONS: dict[str, Any] = {
     "bind": True,
     "autoretry_for": REDIS_DOWN,  # Redis restarting: try again, the step is idempotent
@@ -64,7 +65,9 @@ def run_step(
     except RetryLater as e:
         logger.info("job %s step %s: re-scheduled in %.1fs", job_id, step_id, e.delay_s)
         carried = {"attempts_used": e.attempts, "rate_limited_used": e.rate_limited}
-        raise task.retry(countdown=e.delay_s, kwargs=carried, max_retries=None) from e
+        # Waiting (a slot, a cooldown, another attempt's claim) is not failing: Celery's
+        # max_retries=None would mean "the task's default", so give a bound never met.
+        raise task.retry(countdown=e.delay_s, kwargs=carried, max_retries=RESCHEDULES_MAX) from e
     if result is None:
         return step_reply(job_id, step_id, None)
     _log_step(job_id, step_id, result)
