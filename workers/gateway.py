@@ -248,7 +248,7 @@ class LLMGateway:
         queue = self._waiters(request.model)
         fresh = queue.acquire(blocking=False)  # else others wait before us: ask again
         if not fresh and not queue.acquire(timeout=C.INLINE_WAIT_MAX_S):
-            raise self._wait_later(got, C.INLINE_WAIT_MAX_S, tally)
+            raise self._wait_later(got, C.INLINE_WAIT_MAX_S, tally, request, ctx)
         try:
             while True:
                 waited = time.monotonic() - started
@@ -261,7 +261,7 @@ class LLMGateway:
                 slot_only = all(d.reason in _SLOT_REASONS for d in got)
                 delay = C.INLINE_WAIT_MAX_S - waited if slot_only else best.wait_s
                 if delay <= 0 or (not slot_only and waited + delay > C.INLINE_WAIT_MAX_S):
-                    raise self._wait_later(got, delay, tally)
+                    raise self._wait_later(got, delay, tally, request, ctx)
                 if slot_only:
                     parts = [
                         Scope(k.provider, k.key_id, request.model).redis_part()
@@ -295,11 +295,22 @@ class LLMGateway:
         with self._waiters_lock:
             return self._wait_queues.setdefault(model, threading.Lock())
 
-    def _wait_later(self, denials: list[Denied], delay: float, tally: _Tally) -> RetryLater:
-        """A wait too long to block a worker thread: the task re-schedules itself."""
+    def _wait_later(
+        self, denials: list[Denied], delay: float, tally: _Tally, request: ChatRequest,
+        ctx: CallContext,
+    ) -> RetryLater:  # fmt: skip
+        """A wait too long to block a worker thread: the task re-schedules itself. Under
+        an rpm limit it takes the next free time of the re-scheduled calls, so they
+        come back spaced out instead of all at once."""
         best = min(denials, key=lambda d: d.wait_s)
         slot_only = all(d.reason in _SLOT_REASONS for d in denials)
         later = C.INLINE_WAIT_MAX_S / 3 if slot_only else max(best.wait_s, delay)
+        if best.reason == "rpm":
+            key = self._ordered_keys(request.model, ctx)[0]
+            scope = Scope(key.provider, key.key_id, request.model)
+            later = self.limiter.reschedule_delay(
+                scope, self.learned.limits(scope, key.limits), best.wait_s
+            )
         return RetryLater(later, tally.attempts, f"limiter: {best.reason}", tally.rate_limited)
 
     def _try_key(

@@ -112,6 +112,7 @@ class ClusterLimiter:
         self._renew = client.register_script(limiter_lua.RENEW)
         self._report = client.register_script(limiter_lua.REPORT_RATE_LIMITED)
         self._snapshot = client.register_script(limiter_lua.SNAPSHOT)
+        self._reschedule = client.register_script(limiter_lua.RESCHEDULE)
 
     def try_acquire(
         self,
@@ -191,6 +192,18 @@ class ClusterLimiter:
         Costs one command however long it waits: no polling."""
         timeout = max(0.01, round(timeout_s, 3))
         return self.client.blpop([wake_key(p) for p in parts], timeout=timeout) is not None
+
+    def reschedule_delay(
+        self, scope: Scope, limits: Limits, not_before_s: float, *, now: float | None = None
+    ) -> float:
+        """How long a call re-scheduled for the scope's rpm limit should wait: the next
+        free time one request interval after the last re-scheduled call's, at least
+        ``not_before_s`` (see RESCHEDULE)."""
+        if not limits.rpm:
+            return not_before_s
+        key = f"{C.KEY_LIMITER_SCOPE.format(scope=scope.redis_part())}:resched"
+        args = [now or 0, 60.0 / limits.rpm, not_before_s]
+        return float(self._reschedule(keys=[key], args=args))
 
     def renew(self, grant: Grant, lease_s: float, *, now: float | None = None) -> bool:
         """Keep a grant's slot ``lease_s`` more seconds while its call runs; False if the

@@ -311,6 +311,22 @@ return fmt(math.max(0, cooldown_until - now))
 """
 )
 
+# KEYS: 1 the scope's re-schedule pointer
+# ARGV: 1 now, 2 interval s (60 / rpm), 3 not before (s from now)
+# A call re-scheduled for a rate limit takes the next free time, one interval after
+# the previous one: re-scheduled calls come back spaced out, not all at once.
+# Returns the delay until its time. A hint only: admission still decides.
+RESCHEDULE = (
+    PRELUDE
+    + """
+local now = clock(ARGV[1])
+local interval, not_before = tonumber(ARGV[2]), tonumber(ARGV[3])
+local at = math.max(now + not_before, num(redis.call('GET', KEYS[1]), 0) + interval)
+redis.call('SET', KEYS[1], fmt(at), 'PX', math.ceil((at - now) * 1000) + 60000)
+return fmt(at - now)
+"""
+)
+
 # KEYS: 1 cooldown, 2 state, 3 leases, 4 rpm log, 5 tpm log, 6 tpm tokens
 # ARGV: 1 now, 2 max_concurrent, 3 window_s
 # Read-only. Returns {in_flight, effective, requests, tokens, cooldown_left, rl_total}.
