@@ -9,8 +9,6 @@ from genfleet import constants as C
 from genfleet.prices import format_usd
 from genfleet.records import JobMetrics, JobView, StepResult
 
-REVIEW_SUFFIX = ".review"  # a batch step's review (workers.items uses the same)
-
 ALL_FAILED_HINT = (
     "check OPENAI_BASE_URL, OPENAI_API_KEY and LLM_MODEL, the network, "
     "and the provider's status; the worker log has each error"
@@ -109,34 +107,3 @@ def _steps_cost(results: list[StepResult]) -> float | None:
     if any(c is None for c in costs):
         return None
     return round(sum(c or 0.0 for c in costs), 10)
-
-
-def final_batch_steps(view: JobView) -> list[StepResult]:
-    """A batch job's delivered calls: the review's result where there is one."""
-    out = []
-    for step_id in view.record.step_ids:
-        if step_id.endswith(REVIEW_SUFFIX):
-            continue
-        result = view.ok.get(step_id + REVIEW_SUFFIX) or view.ok.get(step_id)
-        if result is not None:
-            out.append(result)
-    return out
-
-
-def batch_metrics(view: JobView, metrics: JobMetrics) -> dict[str, Any]:
-    """Seed 003's figures: items/s, success rate, tokens per item, error rate."""
-    spec = view.record.spec
-    requested = int(spec["per_combo"]) * len(spec["topics"]) * len(spec["levels"])
-    delivered = sum(len(r.output["items"]) for r in final_batch_steps(view))
-    llm = metrics.extra.get("llm", {})
-    calls = int(llm.get("calls", 0))
-    tokens = metrics.tokens_in + metrics.tokens_out
-    return {
-        "items_requested": requested,
-        "items_delivered": delivered,
-        "items_per_s": round(delivered / metrics.elapsed_s, 3) if metrics.elapsed_s else 0.0,
-        "success_rate": round(delivered / requested, 4) if requested else 0.0,
-        "tokens_per_item": round(tokens / delivered, 1) if delivered else 0.0,
-        "error_rate": round((calls - int(llm.get("ok", 0))) / calls, 4) if calls else 0.0,
-        "calls": calls,
-    }

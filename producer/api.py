@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 from genfleet import constants as C
-from genfleet.errors import InputError
+from genfleet.kinds.chapter import KIND as CHAPTER
+from genfleet.kinds.checks import check_int, check_text
 from genfleet.settings import Settings
 from producer.canvas import job_canvas
 from producer.client import connect
 from producer.jobs import JobHandle, enqueue, make_record
 from producer.spend import spend_spec
 
-
-def check_int(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InputError(f"{name}={value!r} is invalid: allowed {low}-{high}")
-    return value
-
-
-def check_text(name: str, value: object, max_chars: int) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{name} is empty: give a non-empty text")
-    if len(value) > max_chars:
-        raise InputError(f"{name} has {len(value)} characters: allowed at most {max_chars}")
-    return value
+__all__ = ["check_int", "check_text", "get_job", "submit_chapter"]
 
 
 def submit_chapter(
@@ -52,20 +41,14 @@ def submit_chapter(
     count = check_int(
         "versions", s.writer_chapter_version_count if versions is None else versions, 1, 10
     )
-    spec = {
-        "project_id": project_id,
-        "chapter_number": chapter_number,
-        "outline": outline,
-        "versions": count,
-        "model": s.llm_model,
-        "max_tokens": s.llm_max_tokens,
-        "cache": cache,
+    spec = CHAPTER.check_spec(
+        "chapter", project_id=project_id, chapter_number=chapter_number, outline=outline,
+        versions=count, model=s.llm_model, max_tokens=s.llm_max_tokens, cache=cache,
         **spend_spec(s, mode, max_cost_usd, [s.llm_model]),
-    }
-    step_ids = [f"v{n + 1}" for n in range(count)]
+    )  # fmt: skip
     parallel = s.writer_parallel_generation
     record = make_record(
-        C.KIND_CHAPTER, spec, step_ids,
+        CHAPTER.name, spec.model_dump(), CHAPTER.step_ids(spec),
         mode="parallel" if parallel else "serial",
         max_parallel=s.writer_max_parallel_requests if parallel else 1,
     )  # fmt: skip

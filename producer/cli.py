@@ -12,23 +12,17 @@ import sys
 from pathlib import Path
 
 import click
-import redis
 
 from genfleet import constants as C
-from genfleet.connection import sanitize_url, stop_embedded_redis, stop_owned_redis, use_redis
 from genfleet.errors import GenfleetError, InputError
-from genfleet.settings import load_settings
-from producer import views
-from producer.api import get_job, submit_chapter
-from producer.cli_common import follow_to_the_end, report_submitted
+from producer.cli_common import check_job_id, report_submitted, spend_options
 from producer.cli_images import register as register_image_commands
 from producer.cli_ops import register as register_ops_commands
 from producer.cli_pipelines import register as register_pipeline_commands
 from producer.cli_ui import ui_cmd
-from producer.control import cancel as cancel_job
-from producer.inputs import read_text_file
-from producer.processes import celery_worker_command, replace_process, unique_node_name
-from producer.spend import spend_options
+
+# Commands import what they need when they run: 'genfleet --help' loads no Redis
+# client, Celery or SDK.
 
 EXIT_USER_ERROR = 2
 MAX_OUTLINE_BYTES = 4 * C.MAX_OUTLINE_CHARS  # UTF-8 takes at most 4 bytes a character
@@ -79,6 +73,9 @@ def worker() -> None:
               default="INFO", show_default=True)  # fmt: skip
 def worker_llm(concurrency: int | None, pool: str, name: str | None, loglevel: str) -> None:
     """Run an LLM worker on the 'llm' and 'control' queues."""
+    from genfleet.connection import use_redis
+    from genfleet.settings import load_settings
+    from producer.processes import celery_worker_command, replace_process, unique_node_name
     from workers.keypool import keys_from_settings
 
     settings = load_settings()
@@ -116,12 +113,16 @@ def submit_chapter_cmd(
 ) -> None:  # fmt: skip
     """Generate candidate versions of a chapter from its outline."""
     outline = read_text(outline_file)
+    from producer.api import submit_chapter
+
     handle = submit_chapter(project, chapter, outline, versions, mode=mode, max_cost_usd=max_cost)
     report_submitted(handle, wait)
 
 
 def read_text(path: Path) -> str:
     """An outline file; more than an outline can hold (in UTF-8) is not read."""
+    from producer.inputs import read_text_file
+
     return read_text_file(path, MAX_OUTLINE_BYTES)
 
 
@@ -129,9 +130,11 @@ def read_text(path: Path) -> str:
 @JOB_ID
 def status(job_id: str) -> None:
     """Show a job's status, steps and metrics."""
+    from producer import views
+    from producer.api import get_job
     from producer.client import connect
 
-    handle = get_job(views.check_job_id(job_id))
+    handle = get_job(check_job_id(job_id))
     click.echo(views.status_text(handle.view(), connect().store.round(job_id), handle.batches()))
 
 
@@ -142,8 +145,16 @@ def status(job_id: str) -> None:
               show_default=True)  # fmt: skip
 def results(job_id: str, out: Path | None, fmt: str) -> None:
     """Print (or write to --out) a job's results."""
-    view = get_job(views.check_job_id(job_id)).view()
-    text = views.results_text(view, fmt)
+    from producer import views
+    from producer.api import get_job
+    from producer.client import connect
+
+    view = get_job(check_job_id(job_id)).view()
+    store = connect().store
+    def read_inputs(names: list[str]) -> dict[str, str | None]:
+        return dict(zip(names, store.inputs(view.id, names), strict=True))
+
+    text = views.results_text(view, fmt, read_inputs)
     if out is None:
         click.echo(text)
         return
@@ -151,21 +162,27 @@ def results(job_id: str, out: Path | None, fmt: str) -> None:
         out.write_text(text + "\n", encoding="utf-8")
     except OSError as e:
         raise InputError(f"{out}: cannot write ({e.strerror})") from None
-    click.echo(f"wrote {views.results_summary(view, fmt)} of {view.id} to {out}")
+    summary = views.results_summary(view, fmt, read_inputs)
+    click.echo(f"wrote {summary} of {view.id} to {out}")
 
 
 @cli.command()
 @JOB_ID
 def watch(job_id: str) -> None:
     """Follow a job with a live progress bar (plain lines when not a terminal)."""
-    follow_to_the_end(get_job(views.check_job_id(job_id)))
+    from producer.api import get_job
+    from producer.cli_common import follow_to_the_end
+
+    follow_to_the_end(get_job(check_job_id(job_id)))
 
 
 @cli.command()
 @JOB_ID
 def cancel(job_id: str) -> None:
     """Cancel a job: revoke the steps not started; running steps keep their results."""
-    revoked = cancel_job(views.check_job_id(job_id))
+    from producer.control import cancel as cancel_job
+
+    revoked = cancel_job(check_job_id(job_id))
     click.echo(f"job {job_id} cancelled; {revoked} step(s) not started were revoked")
 
 
@@ -173,6 +190,7 @@ def cancel(job_id: str) -> None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 def jobs(limit: int) -> None:
     """List recent jobs."""
+    from producer import views
     from producer.client import connect
 
     click.echo(views.jobs_text(connect().store, limit))
@@ -199,6 +217,9 @@ def redis_cmd(ctx: click.Context) -> None:
     stop' stops it."""
     if ctx.invoked_subcommand is not None:
         return
+    from genfleet.connection import sanitize_url, stop_owned_redis, use_redis
+    from genfleet.settings import load_settings
+
     settings = load_settings()
     if settings.redis_url:
         raise InputError(f"REDIS_URL is set ({sanitize_url(settings.redis_url)}): nothing to start")
@@ -220,6 +241,9 @@ def redis_cmd(ctx: click.Context) -> None:
 @redis_cmd.command("stop")
 def redis_stop() -> None:
     """Stop the embedded Redis of GENFLEET_HOME (its data stays for the next start)."""
+    from genfleet.connection import sanitize_url, stop_embedded_redis
+    from genfleet.settings import load_settings
+
     settings = load_settings()
     if settings.redis_url:
         raise InputError(f"REDIS_URL is set ({sanitize_url(settings.redis_url)}): nothing to stop")
@@ -231,6 +255,11 @@ register_image_commands(worker, submit)
 register_pipeline_commands(cli, submit)
 register_ops_commands(cli)
 cli.add_command(ui_cmd)
+
+
+def _is_redis_error(error: Exception) -> bool:
+    redis = sys.modules.get("redis")  # only a command that talked to Redis raises its errors
+    return redis is not None and isinstance(error, redis.RedisError)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -249,7 +278,9 @@ def main(argv: list[str] | None = None) -> None:
     except GenfleetError as e:
         click.echo(f"genfleet: {e}", err=True)
         sys.exit(EXIT_USER_ERROR)
-    except redis.RedisError as e:
+    except Exception as e:
+        if not _is_redis_error(e):
+            raise
         click.echo(f"genfleet: lost the connection to Redis ({e.__class__.__name__})", err=True)
         sys.exit(EXIT_USER_ERROR)
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -23,16 +23,11 @@ from typing import IO, Any
 
 import click
 
-from genfleet.connection import stop_owned_redis, use_redis
 from genfleet.errors import InputError
-from genfleet.settings import load_settings
-from producer import views
 from producer.cli_common import OK_STATUSES, report_submitted
-from producer.images import read_prompts_file, submit_images
-from producer.processes import celery_worker_command, unique_node_name
-from workers.images.backends import check_backend_settings
-from workers.images.constants import ENV_CUDA_DEVICES, ENV_GPU
-from workers.images.gpus import detect_gpus, parse_gpu_list, worker_queues
+
+# The worker side (GPU detection, backends) is imported when a command runs, so
+# 'genfleet --help' stays light.
 
 LOG_LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
 _POLL_S = 0.2
@@ -41,6 +36,9 @@ _out_lock = threading.Lock()
 
 def image_worker_command(gpu: int, loglevel: str = "INFO") -> list[str]:
     """The Celery command line of GPU ``gpu``'s worker."""
+    from producer.processes import celery_worker_command, unique_node_name
+    from workers.images.gpus import worker_queues
+
     return celery_worker_command(
         worker_queues(gpu),
         concurrency=1,
@@ -52,11 +50,15 @@ def image_worker_command(gpu: int, loglevel: str = "INFO") -> list[str]:
 
 def image_worker_env(gpu: int, base: dict[str, str]) -> dict[str, str]:
     """``base`` with the variables that bind a worker to GPU ``gpu``."""
+    from workers.images.constants import ENV_CUDA_DEVICES, ENV_GPU
+
     return {**base, ENV_CUDA_DEVICES: str(gpu), ENV_GPU: str(gpu)}
 
 
 def resolve_gpus(text: str) -> list[int]:
     """``--gpus``: ``auto`` (every GPU nvidia-smi or torch sees) or ``0,1,...``."""
+    from workers.images.gpus import detect_gpus, parse_gpu_list
+
     if text.strip().lower() != "auto":
         return parse_gpu_list(text)
     found = detect_gpus()
@@ -108,6 +110,8 @@ class _Stopper:
 
 def run_gpu_workers(gpus: Sequence[int], loglevel: str) -> int:
     """Run one worker per GPU until one exits or we are told to stop; stop them all."""
+    from genfleet.connection import stop_owned_redis
+
     procs: list[subprocess.Popen[bytes]] = []
     stop = _Stopper(procs)
     signal.signal(signal.SIGTERM, stop)
@@ -134,6 +138,10 @@ def run_gpu_workers(gpus: Sequence[int], loglevel: str) -> int:
 @click.option("--loglevel", type=LOG_LEVELS, default="INFO", show_default=True)
 def worker_images(gpus: str, loglevel: str) -> None:
     """Run one image worker per GPU (queues images, images.gpuN, control)."""
+    from genfleet.connection import use_redis
+    from genfleet.settings import load_settings
+    from workers.images.backends import check_backend_settings
+
     indices = resolve_gpus(gpus)
     settings = load_settings()
     check_backend_settings(settings)
@@ -163,6 +171,9 @@ def worker_images(gpus: str, loglevel: str) -> None:
 @click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
 def submit_images_cmd(prompts_file: Path, gpu: int | None, out: Path | None, wait: bool) -> None:
     """Generate one image per prompt."""
+    from producer import views
+    from producer.images import read_prompts_file, submit_images
+
     handle = submit_images(read_prompts_file(prompts_file), gpu, out_dir=out)
     report_submitted(handle, wait=False)
     if not wait:

@@ -9,19 +9,15 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
-from genfleet.connection import stop_owned_redis, use_redis
 from genfleet.errors import InputError, RedisUnavailableError, SettingsError
-from genfleet.prices import format_usd
-from genfleet.settings import Settings, load_settings
-from producer.clusterstats import ClusterStats
-from producer.processes import run_foreground
+
+if TYPE_CHECKING:
+    from genfleet.settings import Settings
+    from producer.clusterstats import ClusterStats
 
 FLOWER_AUTH_ENV = "FLOWER_BASIC_AUTH"  # read by Flower itself: kept off the command line
 
@@ -71,6 +67,8 @@ def wait_for_stop() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 def metrics_cmd(port: int, host: str) -> None:
     """Serve Prometheus metrics at http://HOST:PORT/metrics until Ctrl-C."""
+    from genfleet.connection import stop_owned_redis
+    from genfleet.settings import load_settings
     from producer.client import connect, connect_unchecked
     from producer.metrics import registry_for, serve
 
@@ -121,6 +119,10 @@ def flower_cmd(port: int, address: str, flower_args: tuple[str, ...]) -> None:
     Basic auth comes from FLOWER_BASIC_AUTH=user:password (read by Flower from the
     environment, so it does not show in 'ps'). Other arguments go to Flower as they are.
     """
+    from genfleet.connection import use_redis
+    from genfleet.settings import load_settings
+    from producer.processes import run_foreground
+
     _check_flower_auth()
     if any(a.startswith("--basic-auth") or a.startswith("--basic_auth") for a in flower_args):
         click.echo(
@@ -145,6 +147,8 @@ def _enable_task_events(settings: Settings) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def stats_cmd(as_json: bool) -> None:
     """Show workers, queues, keys (limits, 429s, cache) and jobs of the cluster."""
+    from rich.console import Console
+
     from producer.client import connect
     from producer.clusterstats import gather
 
@@ -162,6 +166,9 @@ def stats_cmd(as_json: bool) -> None:
 
 def stats_tables(stats: ClusterStats, *, plain: bool) -> list[Any]:
     """Rich tables of the stats: queues and workers, keys and models, jobs and cache."""
+    from rich import box
+    from rich.table import Table
+
     style = box.ASCII2 if plain else box.SIMPLE_HEAVY
     queues = Table("queue", "waiting", "workers", title="Queues", box=style, title_justify="left")
     for queue, depth in stats.queues.items():
@@ -201,6 +208,8 @@ def _cost(costs: dict[str, float | None], model: str) -> str:
     """A (key, model)'s spending: ``-`` when unused, ``unknown`` without a price."""
     if model not in costs:
         return "-"
+    from genfleet.prices import format_usd
+
     return format_usd(costs[model])
 
 

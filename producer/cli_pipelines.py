@@ -8,17 +8,7 @@ from typing import Any
 import click
 
 from genfleet.errors import InputError
-from producer import views
-from producer.cli_common import report_submitted
-from producer.inputs import expand_glob, read_topics
-from producer.pipelines import (
-    personas_of_job,
-    resume,
-    submit_batch,
-    submit_persona,
-    submit_tweets,
-)
-from producer.spend import spend_options
+from producer.cli_common import check_job_id, report_submitted, spend_options
 
 FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -38,6 +28,8 @@ def _levels(value: str) -> list[int]:
 def _one_of(single: Path | None, many: str | None, what: str) -> list[Path]:
     if (single is None) == (many is None):
         raise InputError(f"give exactly one of --{what} and --{what}s")
+    from producer.inputs import expand_glob
+
     return [single] if single is not None else expand_glob(many or "", f"--{what}s")
 
 
@@ -52,6 +44,8 @@ def persona_cmd(
     wait: bool,
 ) -> None:  # fmt: skip
     """Generate personas from images (seven stages as a graph, then a merge)."""
+    from producer.pipelines import submit_persona
+
     paths = _one_of(image, images, "image")
     handle = submit_persona(paths, parallel=not serial, mode=mode, max_cost_usd=max_cost)
     report_submitted(handle, wait)
@@ -75,11 +69,13 @@ def tweets_cmd(
     max_cost: float | None, wait: bool,
 ) -> None:  # fmt: skip
     """Write tweets from persona calendars, all days in flight at once."""
+    from producer.pipelines import personas_of_job, submit_tweets
+
     persona_files: list[Any]
     if persona_job is not None:
         if persona or personas:
             raise InputError("give --persona-job, or --persona/--personas, not both")
-        persona_files = personas_of_job(views.check_job_id(persona_job))
+        persona_files = personas_of_job(check_job_id(persona_job))
     else:
         persona_files = _one_of(persona, personas, "persona")
     calendar_files = _one_of(calendar, calendars, "calendar")
@@ -110,6 +106,9 @@ def batch_cmd(
     max_cost: float | None, wait: bool,
 ) -> None:  # fmt: skip
     """Generate language-learning items for every topic x level."""
+    from producer.inputs import read_topics
+    from producer.pipelines import submit_batch
+
     handle = submit_batch(
         kind, lang, _levels(levels), read_topics(topics_file), per_combo, batch_size,
         concurrency, retries, throttle_ms, model, review=review, mode=mode, max_cost_usd=max_cost,
@@ -124,7 +123,9 @@ def batch_cmd(
 @click.option("--wait", is_flag=True)
 def resume_cmd(job_id: str, max_cost: float | None, wait: bool) -> None:
     """Re-submit only the steps of a finished job that are missing or failed."""
-    handle, steps = resume(views.check_job_id(job_id), max_cost_usd=max_cost)
+    from producer.pipelines import resume
+
+    handle, steps = resume(check_job_id(job_id), max_cost_usd=max_cost)
     if not steps:
         click.echo(f"job {job_id}: every step has a result; nothing to resume")
         return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from genfleet.connection import stop_owned_redis
 from producer.cli_ops import check_port_free
 
 SHUTDOWN_TIMEOUT_S = 2.0  # open live streams are closed after this on Ctrl-C
@@ -34,6 +33,7 @@ def ui_cmd(port: int, host: str) -> None:
     """
     from aiohttp import web
 
+    from genfleet.connection import stop_owned_redis
     from producer.client import connect
     from producer.ui.app import create_app
     from producer.ui.security import Guard, check_listen, credential_from_env

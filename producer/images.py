@@ -10,46 +10,27 @@ queue that every image worker reads. Prompts are job inputs in Redis
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from celery import Celery
-from celery.canvas import Signature
-
 from genfleet.errors import InputError
-from genfleet.records import JobRecord
+from genfleet.kinds.images import KIND as IMAGES
+from genfleet.kinds.images import (
+    MAX_PROMPT_CHARS,
+    MAX_PROMPTS,
+    check_gpu,
+    image_signature,
+    prompt_input,
+)
 from genfleet.settings import Settings, load_settings
 from producer.canvas import job_canvas
 from producer.client import connect
 from producer.inputs import read_text_file
 from producer.jobs import JobHandle, enqueue, make_record
-from workers.images.constants import KIND_IMAGES, MAX_PROMPT_CHARS, MAX_PROMPTS, TASK_IMAGE_GENERATE
-from workers.images.diffusers_backend import check_model_dir
-from workers.images.gpus import check_gpu, gpu_queue
-from workers.images.prompts import prompt_input
+
+__all__ = ["image_signature", "read_prompts_file", "submit_images"]
 
 MAX_PROMPTS_FILE_BYTES = 64 * 1024 * 1024
-
-
-def image_signature(
-    app: Celery, job_id: str, step_id: str, index: int, gpu: int | None = None
-) -> Signature:
-    """One image step (immutable: it takes no parent's result), pinned to ``gpu``'s
-    queue when given. Its prompt: see ``workers.images.prompts``."""
-    sig = app.signature(TASK_IMAGE_GENERATE, args=(job_id, step_id, index), immutable=True)
-    if gpu is not None:
-        sig.set(queue=gpu_queue(check_gpu(gpu)))
-    return sig
-
-
-def image_steps(app: Celery, record: JobRecord, steps: Collection[str]) -> list[Signature]:
-    """The signatures of an images job's steps (all of ``steps`` among its own)."""
-    gpu = record.spec.get("gpu")
-    return [
-        image_signature(app, record.id, step_id, n, gpu)
-        for n, step_id in enumerate(record.step_ids)
-        if step_id in steps
-    ]
 
 
 def check_prompts(prompts: object) -> list[str]:
@@ -86,6 +67,8 @@ def check_out_dir(out_dir: Path | str | None) -> Path | None:
 def check_backend(settings: Settings) -> None:
     """Refuse a job no worker of these settings could run (the diffusers model folder)."""
     if settings.image_backend == "diffusers":
+        from workers.images.diffusers_backend import check_model_dir
+
         check_model_dir(settings.image_model)
 
 
@@ -111,14 +94,12 @@ def submit_images(
     s = settings or load_settings()
     check_backend(s)
     client = connect(settings)
-    step_ids = [f"img{n}" for n in range(1, len(checked) + 1)]
-    spec = {
-        "count": len(checked),
-        "gpu": gpu,
-        "out_dir": str(folder) if folder else None,
-        "size": s.image_size,
-    }
-    record = make_record(KIND_IMAGES, spec, step_ids)
+    spec = IMAGES.check_spec(
+        "images", count=len(checked), gpu=gpu, out_dir=str(folder) if folder else None,
+        size=s.image_size,
+    )  # fmt: skip
+    step_ids = IMAGES.step_ids(spec)
+    record = make_record(IMAGES.name, spec.model_dump(), step_ids)
     inputs = {prompt_input(step_id): p for step_id, p in zip(step_ids, checked, strict=True)}
     return enqueue(client, record, job_canvas(client.app, record), inputs)
 

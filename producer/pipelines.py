@@ -11,18 +11,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from genfleet import constants as C
 from genfleet.errors import InputError
+from genfleet.kinds.batch import ITEM_KIND_NAMES, BatchSpec
+from genfleet.kinds.batch import KIND as BATCH
+from genfleet.kinds.checks import check_int
+from genfleet.kinds.persona import KIND as PERSONA
+from genfleet.kinds.persona import MAX_PERSONAS_PER_JOB, MERGE, image_input, split_step
+from genfleet.kinds.tweets import KIND as TWEETS
+from genfleet.kinds.tweets import image_step_id, persona_input, plan_input, tweet_step_id
 from genfleet.settings import Settings
-from producer.api import check_int
 from producer.canvas import job_canvas
 from producer.client import connect
 from producer.inputs import (
     CalendarFile,
     check_topics,
-    has_control_chars,
     one_line,
     read_calendar,
     read_image,
@@ -30,12 +35,9 @@ from producer.inputs import (
 )
 from producer.jobs import JobHandle, enqueue, make_record
 from producer.spend import raise_budget, spend_spec
-from workers import items, persona, tweets
 
-MAX_PERSONAS_PER_JOB = 500
-MAX_REASKS = 2
-TWEET_MAX_TOKENS = 400
-PERSONA_MAX_TOKENS = 1500
+__all__ = ["BatchSpec", "personas_of_job", "resume", "submit_batch", "submit_persona",
+           "submit_tweets"]  # fmt: skip
 
 
 def submit_persona(
@@ -64,17 +66,16 @@ def submit_persona(
     for n, path in enumerate(paths, 1):
         data_url, meta = read_image(path)
         key = f"p{n}"
-        inputs[f"image:{key}"] = data_url
+        inputs[image_input(key)] = data_url
         entries.append({"key": key, **meta})
     client = connect(settings)
     s = client.settings
-    spec = {"personas": entries, "model": s.llm_model, "max_tokens": PERSONA_MAX_TOKENS,
-            "max_reasks": MAX_REASKS,
-            **spend_spec(s, mode, max_cost_usd, [s.llm_model])}  # fmt: skip
-    step_ids = [persona.step_id(e["key"], st.name) for e in entries for st in persona.STAGES]
-    step_ids += [persona.step_id(e["key"], persona.MERGE) for e in entries]
+    spec = PERSONA.check_spec(
+        "persona", personas=entries, model=s.llm_model,
+        **spend_spec(s, mode, max_cost_usd, [s.llm_model]),
+    )  # fmt: skip
     mode = "parallel" if parallel else "serial"
-    record = make_record(C.KIND_PERSONA, spec, step_ids, mode=mode)
+    record = make_record(PERSONA.name, spec.model_dump(), PERSONA.step_ids(spec), mode=mode)
     return enqueue(client, record, job_canvas(client.app, record), inputs)
 
 
@@ -144,74 +145,27 @@ def submit_tweets(
                 f"allowed 1-{len(days)}"
             )
         key = f"p{n}"
-        inputs[f"persona:{key}"] = json.dumps(person, ensure_ascii=False)
+        inputs[persona_input(key)] = json.dumps(person, ensure_ascii=False)
         chosen = list(days.items())[:count]
         for date, plan in chosen:
-            sid = tweets.tweet_step_id(key, date)
-            inputs[f"plan:{sid}"] = json.dumps(plan, ensure_ascii=False)
+            sid = tweet_step_id(key, date)
+            inputs[plan_input(sid)] = json.dumps(plan, ensure_ascii=False)
             step_ids.append(sid)
             if with_images:
-                step_ids.append(f"{sid}.image")
+                step_ids.append(image_step_id(sid))
         described.append(
             {"key": key, "source": label, "persona": person["name"], "days": len(chosen)}
         )
-    client = connect(settings)
-    s = client.settings
-    spec = {
-        "pairs": described,
-        "count": count,
-        "model": s.llm_model,
-        "max_tokens": TWEET_MAX_TOKENS,
-        "max_reasks": MAX_REASKS,
-        "with_images": with_images,
-        "gpu": gpu,
-        **spend_spec(s, mode, max_cost_usd, [s.llm_model]),
-    }
     if gpu is not None:
         check_int("gpu", gpu, 0, C.DEFAULT_IMAGE_GPU_QUEUES - 1)
-    record = make_record(C.KIND_TWEETS, spec, step_ids)
+    client = connect(settings)
+    s = client.settings
+    spec = TWEETS.check_spec(
+        "tweets", pairs=described, count=count, model=s.llm_model,
+        with_images=with_images, gpu=gpu, **spend_spec(s, mode, max_cost_usd, [s.llm_model]),
+    )  # fmt: skip
+    record = make_record(TWEETS.name, spec.model_dump(), step_ids)
     return enqueue(client, record, job_canvas(client.app, record), inputs)
-
-
-class BatchSpec(BaseModel):
-    """A batch-items job (seed 003); the limits are the seed's."""
-
-    model_config = ConfigDict(strict=True)  # 2.0, "2" or True are not a count
-
-    kind: str
-    lang: str = Field(min_length=1, max_length=20)
-    levels: list[int] = Field(min_length=1, max_length=20)
-    topics: list[str] = Field(min_length=1, max_length=1000)
-    per_combo: int = Field(ge=1, le=1000)
-    batch_size: int = Field(ge=1, le=10)
-    concurrency: int = Field(ge=1, le=8)
-    retries: int = Field(ge=0, le=5)
-    throttle_ms: int = Field(ge=0, le=2000)
-    model: str = Field(min_length=1, max_length=200)
-    review_model: str | None = Field(default=None, min_length=1, max_length=200)
-    max_tokens_per_item: int = Field(default=300, ge=16, le=4000)
-
-    @field_validator("lang")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip() or has_control_chars(value):
-            raise ValueError("give a language such as ja, without control characters")
-        return value
-
-    @field_validator("model", "review_model")
-    @classmethod
-    def _model_name(cls, value: str | None) -> str | None:
-        if value is not None and any(c.isspace() or not c.isprintable() for c in value):
-            raise ValueError("a model name has no spaces or control characters")
-        return value
-
-    @field_validator("levels")
-    @classmethod
-    def _distinct(cls, value: list[int]) -> list[int]:
-        twice = sorted({level for level in value if value.count(level) > 1})
-        if twice:
-            raise ValueError(f"level {twice[0]} is given twice")
-        return value
 
 
 def submit_batch(
@@ -240,8 +194,8 @@ def submit_batch(
     items are then reviewed by ``review_model`` (default ``LLM_REVIEW_MODEL``).
     ``mode="batch"`` uses the provider's Batch API; ``max_cost_usd`` is the job's budget.
     """
-    if not isinstance(kind, str) or kind not in items.ITEM_KINDS:
-        raise InputError(f"kind={kind!r} is unknown: allowed {', '.join(sorted(items.ITEM_KINDS))}")
+    if not isinstance(kind, str) or kind not in ITEM_KIND_NAMES:
+        raise InputError(f"kind={kind!r} is unknown: allowed {', '.join(ITEM_KIND_NAMES)}")
     level_list, topic_list = _as_list("levels", levels), _as_list("topics", topics)
     client = connect(settings)
     s = client.settings
@@ -257,11 +211,8 @@ def submit_batch(
     for level in spec.levels:
         check_int("level", level, 1, 20)
     check_topics(spec.topics)
-    step_ids = items.step_ids(spec.topics, spec.levels, spec.per_combo, spec.batch_size)
-    if spec.review_model:
-        step_ids = [sid for draft in step_ids for sid in (draft, draft + items.REVIEW_SUFFIX)]
     spend = spend_spec(s, mode, max_cost_usd, [spec.model, spec.review_model])
-    record = make_record(C.KIND_BATCH, {**spec.model_dump(), **spend}, step_ids)
+    record = make_record(BATCH.name, {**spec.model_dump(), **spend}, BATCH.step_ids(spec))
     return enqueue(client, record, job_canvas(client.app, record))
 
 
@@ -276,10 +227,12 @@ def _as_list(name: str, value: object) -> list[Any]:
 def personas_of_job(job_id: str, *, settings: Settings | None = None) -> list[dict[str, Any]]:
     """The merged personas of a finished persona job (for a tweets job)."""
     view = connect(settings).store.load(job_id)
-    if view.record.kind != C.KIND_PERSONA:
+    if view.record.kind != PERSONA.name:
         raise InputError(f"job {job_id} is a {view.record.kind} job, not a persona job")
     merged = [
-        r.output["persona"] for r in view.step_results() if r.ok and r.step_id.endswith(".merge")
+        r.output["persona"]
+        for r in view.step_results()
+        if r.ok and split_step(r.step_id)[1] == MERGE
     ]
     if not merged:
         raise InputError(f"job {job_id} ({view.status}) has no merged persona yet")

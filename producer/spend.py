@@ -11,7 +11,6 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import click
 import redis
 
 from genfleet import constants as C
@@ -20,10 +19,11 @@ from genfleet.prices import format_usd, load_prices
 from genfleet.settings import Settings
 from genfleet.store import JobKeys, JobStore
 from genfleet.summary import job_cost
+from producer.cli_common import MAX_BUDGET_USD, spend_options
 from workers.budget import job_key
 from workers.callstats import read_stats
 
-MAX_BUDGET_USD = 1_000_000.0
+__all__ = ["MAX_BUDGET_USD", "check_budget", "raise_budget", "spend_options", "spend_spec"]
 
 
 def check_budget(max_cost_usd: object, name: str = "max_cost_usd") -> float | None:
@@ -83,14 +83,3 @@ def raise_budget(store: JobStore, job_id: str, max_cost_usd: object) -> float:
     return spent or 0.0
 
 
-def spend_options(command: Any) -> Any:
-    """``--mode`` and ``--max-cost`` for a ``genfleet submit`` command."""
-    command = click.option(
-        "--max-cost", "max_cost", type=click.FloatRange(0, MAX_BUDGET_USD, min_open=True),
-        default=None, metavar="USD",
-        help="The job's budget in USD: steps past it are not called (budget_exceeded).",
-    )(command)  # fmt: skip
-    return click.option(
-        "--mode", type=click.Choice(list(C.API_MODES)), default=C.API_ONLINE, show_default=True,
-        help="online: one call at a time; batch: the provider's Batch API (about half price).",
-    )(command)  # fmt: skip

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
 from genfleet import constants as C
-from genfleet.errors import InputError
+from genfleet.kinds import ReadInputs, UnknownKindError, get_kind
 from genfleet.prices import format_usd
-from genfleet.records import JobMetrics, JobView
+from genfleet.records import JobMetrics, JobRecord, JobView
 from genfleet.store import JobStore, Progress
-from genfleet.summary import compute_metrics, final_batch_steps
+from genfleet.summary import compute_metrics
+from producer.cli_common import check_job_id
 from producer.progress import describe
-from workers.items import parse_step as parse_batch_step
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
-
-
-def check_job_id(job_id: str) -> str:
-    """Refuse a job id that cannot be one (before touching Redis)."""
-    if not _JOB_ID.match(job_id):
-        raise InputError(
-            f"job id {job_id!r} is malformed: letters, digits, '-', '_', '.', ':' only"
-        )
-    return job_id
+__all__ = ["check_job_id", "jobs_text", "output_records", "results_text", "status_text"]
 
 
 def _age(seconds: float) -> str:
@@ -114,7 +104,7 @@ def status_text(view: JobView, rounds: int = 0, batches: dict[str, str] | None =
     counts = Progress(view.status, view.total, len(view.ok), failed, len(view.running))
     lines = [
         describe(view.id, counts),
-        f"  kind {view.record.kind}, mode {view.record.mode}, "
+        f"  kind {_label(view.record)}, mode {view.record.mode}, "
         f"created {_age(now - view.record.created_at)} ago",
         _pace_line(view, m.elapsed_s),
         *_step_lines(view, now),
@@ -152,68 +142,22 @@ def cost_line(view: JobView, cost: float | None) -> str:
     return line
 
 
-def output_records(view: JobView) -> list[dict[str, Any]]:
-    """What a job produced, one record per thing made (an item, a tweet, a persona...),
-    then one per failed step (``ok: false``, its error): a line for every step's fate."""
-    return [*_made_records(view), *_failure_records(view)]
+def _no_inputs(names: list[str]) -> dict[str, str | None]:
+    return dict.fromkeys(names)
 
 
-def _made_records(view: JobView) -> list[dict[str, Any]]:
-    kind = view.record.kind
-    if kind == C.KIND_BATCH:
-        return [
-            {"step_id": r.step_id, "ok": True, **_batch_context(view, r.step_id), **item}
-            for r in final_batch_steps(view)
-            for item in r.output["items"]
-        ]
-    ok = [r for r in view.step_results() if r.ok]
-    if kind == C.KIND_PERSONA:
-        return [
-            {"step_id": r.step_id, "ok": True, **r.output["persona"]}
-            for r in ok
-            if r.step_id.endswith(".merge")
-        ]
-    if kind == C.KIND_TWEETS:
-        images = {
-            r.step_id.removesuffix(".image"): r.output for r in ok if r.step_id.endswith(".image")
-        }
-        return [
-            {"step_id": r.step_id, "ok": True, **r.output, "image": images.get(r.step_id)}
-            for r in ok
-            if not r.step_id.endswith(".image")
-        ]
-    return [
-        {"step_id": r.step_id, "ok": True,
-         **(r.output if isinstance(r.output, dict) else {"output": r.output})}
-        for r in ok
-    ]  # fmt: skip
+def output_records(view: JobView, read_inputs: ReadInputs = _no_inputs) -> list[dict[str, Any]]:
+    """What a job produced, one record per thing made (an item, a tweet, a persona, a
+    recipe's row...), and a record for every failed step (``ok: false``, its error);
+    the job's kind says how (``genfleet.kinds``). ``read_inputs`` reads its inputs."""
+    return get_kind(view.record.kind).records(view, read_inputs)
 
 
-def _failure_records(view: JobView) -> list[dict[str, Any]]:
-    records = []
-    for r in view.step_results():
-        if r.ok or r.step_id in view.ok:
-            continue
-        context = _batch_context(view, r.step_id) if view.record.kind == C.KIND_BATCH else {}
-        records.append(
-            {"step_id": r.step_id, "ok": False, **context, "error": r.error,
-             "error_type": r.error_type, "raw": r.raw}
-        )  # fmt: skip
-    return records
-
-
-def _batch_context(view: JobView, step_id: str) -> dict[str, Any]:
-    """What a batch step's items are about: kind, language, topic and level."""
-    spec = view.record.spec
-    topic_n, level, _chunk = parse_batch_step(step_id)
-    return {"kind": spec["kind"], "lang": spec["lang"], "topic": spec["topics"][topic_n - 1],
-            "level": level}  # fmt: skip
-
-
-def results_text(view: JobView, fmt: str = "json") -> str:
+def results_text(view: JobView, fmt: str = "json", read_inputs: ReadInputs = _no_inputs) -> str:
     """JSON lines of what the job made, or one JSON document with every step."""
     if fmt == "jsonl":
-        return "\n".join(json.dumps(rec, ensure_ascii=False) for rec in output_records(view))
+        records = output_records(view, read_inputs)
+        return "\n".join(json.dumps(rec, ensure_ascii=False) for rec in records)
     steps = [r.model_dump() for r in view.step_results()]
     doc = {
         "job_id": view.id,
@@ -235,16 +179,23 @@ def jobs_text(store: JobStore, limit: int) -> str:
         p = store.progress(job_id)
         age = _age(time.time() - record.created_at)
         rows.append(
-            f"{job_id:<28} {record.kind:<10} {p.status:<10} "
+            f"{job_id:<28} {_label(record):<10} {p.status:<10} "
             f"{p.ok:>6} {p.failed:>6} {p.total:>6}  {age}"
         )
     return "\n".join(rows) if len(rows) > 1 else "no jobs"
 
 
-def results_summary(view: JobView, fmt: str) -> str:
+def results_summary(view: JobView, fmt: str, read_inputs: ReadInputs = _no_inputs) -> str:
     """What ``results --out`` wrote, counted as it was written."""
     if fmt == "jsonl":
-        records = output_records(view)
-        failed = sum(1 for rec in records if not rec["ok"])
+        records = output_records(view, read_inputs)
+        failed = sum(1 for rec in records if rec.get("ok") is False or rec.get("errors"))
         return f"{len(records)} lines ({len(records) - failed} results, {failed} failed steps)"
     return f"{len(view.step_results())} step results"
+
+
+def _label(record: JobRecord) -> str:
+    try:
+        return get_kind(record.kind).label(record)
+    except UnknownKindError:
+        return record.kind

@@ -17,23 +17,17 @@ from celery.signals import (
 
 from genfleet.safety import EscapeControls
 
-app = Celery(
-    "genfleet",
-    include=[
-        "workers.tasks",
-        "workers.pipeline_tasks",
-        "workers.image_tasks",
-        "workers.batch_tasks",
-    ],
-)
+app = Celery("genfleet", include=["workers.tasks", "workers.kind_tasks", "workers.batch_tasks"])
 app.config_from_object("celeryconfig")
 
 
 @worker_process_init.connect
 def _fresh_resources(**_: Any) -> None:
     from workers import runtime
+    from workers.images.backends import reset_backend
 
     runtime.reset()
+    reset_backend()  # a forked pool process loads its own image model
 
 
 @after_setup_logger.connect

@@ -3,23 +3,22 @@
 Every topic x level combination gets ``per_combo`` items, asked ``batch_size`` at a
 time. Each item of an answer is validated on its own; valid ones are kept and only
 the missing count is asked for again (at most ``MAX_ITEM_REASKS`` times). A review
-step may pass the draft items to a stronger model. Plain logic, no Celery.
+step may pass the draft items to a stronger model. Plain logic, no Celery; the
+contract is ``genfleet.kinds.batch``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from genfleet.errors import InvalidOutputError, StepSkipped
-from genfleet.records import JobRecord
-from genfleet.store import JobStore
-from genfleet.summary import REVIEW_SUFFIX
+from genfleet.kinds.batch import KIND, BatchSpec, chunk_sizes, draft_of, parse_step
 from workers.gateway import CallContext, ChatRequest, ChatResult, LLMGateway
+from workers.stepcall import StepCall
 from workers.structured import Usage, dumps, response_format
 
 logger = logging.getLogger(__name__)
@@ -69,32 +68,10 @@ def answer_schema(kind: str, count: int) -> type[BaseModel]:
     return create_model(f"{item.__name__}List{count}", items=items_field)
 
 
-def chunk_sizes(per_combo: int, batch_size: int) -> list[int]:
-    """How many items each call of one combination asks for."""
-    calls = math.ceil(per_combo / batch_size)
-    return [min(batch_size, per_combo - n * batch_size) for n in range(calls)]
-
-
-def step_ids(topics: list[str], levels: list[int], per_combo: int, batch_size: int) -> list[str]:
-    """``t{topic}.L{level}.c{chunk}`` for every call of the job."""
-    return [
-        f"t{t}.L{level}.c{c}"
-        for t in range(1, len(topics) + 1)
-        for level in levels
-        for c in range(1, len(chunk_sizes(per_combo, batch_size)) + 1)
-    ]
-
-
-def parse_step(step: str) -> tuple[int, int, int]:
-    """``t2.L3.c1`` -> (topic index 1-based, level, chunk 1-based)."""
-    t, level, c = step.removesuffix(REVIEW_SUFFIX).split(".")
-    return int(t[1:]), int(level[1:]), int(c[1:])
-
-
-def item_messages(spec: dict[str, Any], topic: str, level: int, count: int,
+def item_messages(spec: BatchSpec, topic: str, level: int, count: int,
                   avoid: list[str]) -> list[dict[str, Any]]:  # fmt: skip
     user = (
-        f"Write {count} {spec['kind']} items for learners of language '{spec['lang']}' "
+        f"Write {count} {spec.kind} items for learners of language '{spec.lang}' "
         f"at level {level}, on the topic '{topic}'. Each item must be different."
     )
     if avoid:
@@ -120,33 +97,32 @@ def split_items(kind: str, text: str) -> tuple[list[dict[str, Any]], int]:
     return valid, invalid
 
 
-def _ask(gateway: LLMGateway, spec: dict[str, Any], messages: list[dict[str, Any]], count: int,
+def _ask(gateway: LLMGateway, spec: BatchSpec, messages: list[dict[str, Any]], count: int,
          model: str, ctx: CallContext, usage: Usage) -> str:  # fmt: skip
     request = ChatRequest(
-        messages=messages, model=model, max_tokens=int(spec["max_tokens_per_item"]) * count,
-        temperature=0.8, response_format=response_format(answer_schema(spec["kind"], count)),
+        messages=messages, model=model, max_tokens=spec.max_tokens_per_item * count,
+        temperature=0.8, response_format=response_format(answer_schema(spec.kind, count)),
     )  # fmt: skip
     result = gateway.chat(request, ctx)
     usage.add(result)
     return result.text
 
 
-def generate_items(
-    gateway: LLMGateway, record: JobRecord, step: str, ctx: CallContext
-) -> tuple[dict[str, Any], ChatResult]:
+def run_items(call: StepCall) -> tuple[dict[str, Any], ChatResult]:
     """Ask for this step's items; re-ask only for the missing ones."""
-    spec = record.spec
+    gateway, record, step, ctx = call.gateway, call.record, call.step_id, call.ctx
+    spec = KIND.spec(record)
     t, level, c = parse_step(step)
-    topic = spec["topics"][t - 1]
-    wanted = chunk_sizes(int(spec["per_combo"]), int(spec["batch_size"]))[c - 1]
+    topic = spec.topics[t - 1]
+    wanted = chunk_sizes(spec.per_combo, spec.batch_size)[c - 1]
     items: list[dict[str, Any]] = []
     usage, last_text, reasks = Usage(), "", 0
     while len(items) < wanted and reasks <= MAX_ITEM_REASKS:
         missing = wanted - len(items)
         avoid = [dumps(i)[:80] for i in items]
         messages = item_messages(spec, topic, level, missing, avoid)
-        last_text = _ask(gateway, spec, messages, missing, spec["model"], ctx, usage)
-        got, invalid = split_items(spec["kind"], last_text)
+        last_text = _ask(gateway, spec, messages, missing, spec.model, ctx, usage)
+        got, invalid = split_items(spec.kind, last_text)
         items += got[:missing]
         if len(items) < wanted:
             reasks += 1
@@ -170,22 +146,22 @@ def _items_output(
     return output, usage.as_call()
 
 
-def review_items(
-    gateway: LLMGateway, store: JobStore, record: JobRecord, step: str, ctx: CallContext
-) -> tuple[dict[str, Any], ChatResult]:
+def run_review(call: StepCall) -> tuple[dict[str, Any], ChatResult]:
     """Pass a draft step's items to the review model; returns corrected items."""
-    spec = record.spec
-    draft_id = step.removesuffix(REVIEW_SUFFIX)
-    draft = store.step_ok(record.id, draft_id)
+    record, step = call.record, call.step_id
+    spec = KIND.spec(record)
+    draft_id = draft_of(step)
+    draft = call.store.step_ok(record.id, draft_id)
     if draft is None:
         raise StepSkipped(f"needs {draft_id}, which has not succeeded")
     drafts = draft.output["items"]
     system = "You review language-learning items. Fix mistakes; keep the same number of items."
-    user = f"Review these {spec['kind']} items for language '{spec['lang']}': {dumps(drafts)}"
+    user = f"Review these {spec.kind} items for language '{spec.lang}': {dumps(drafts)}"
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     usage = Usage()
-    text = _ask(gateway, spec, messages, len(drafts), spec["review_model"], ctx, usage)
-    reviewed, _ = split_items(spec["kind"], text)
+    review_model = spec.review_model or spec.model
+    text = _ask(call.gateway, spec, messages, len(drafts), review_model, call.ctx, usage)
+    reviewed, _ = split_items(spec.kind, text)
     if len(reviewed) < len(drafts):  # keep the draft where the review is unusable
         reviewed += drafts[len(reviewed) :]
     output = {

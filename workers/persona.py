@@ -2,7 +2,8 @@
 
 Stage 1 (core) reads the image; stage 2 (strategy) needs 1; stage 3 (examples)
 needs 1 and 2; stages 4-7 need only 1. Each stage asks for JSON with a schema and
-validates it. Plain logic, no Celery: ``workers.pipeline_tasks`` calls these.
+validates it. Plain logic, no Celery; step ids and the graph are the contract's
+(``genfleet.kinds.persona``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from genfleet.errors import StepSkipped
+from genfleet.kinds.persona import KIND, STAGE_NEEDS, image_input, split_step, step_id
 from genfleet.records import JobRecord
 from genfleet.store import JobStore
-from workers.gateway import CallContext, ChatResult, LLMGateway
+from workers.gateway import ChatResult
+from workers.stepcall import StepCall
 from workers.structured import ask_json, dumps
 
 logger = logging.getLogger(__name__)
@@ -102,36 +105,25 @@ class Stage:
     instruction: str
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("core", CorePersona, (), "Describe the person in this image as a persona."),
-    Stage("strategy", TweetStrategy, ("core",), "Write this persona's tweet strategy."),
-    Stage("examples", ExampleTweets, ("core", "strategy"),
-          "Write eight example tweets in this persona's voice, following the strategy."),
-    Stage("social", SocialNetwork, ("core",), "Describe this persona's social network."),
-    Stage("authenticity", Authenticity, ("core",),
-          "List what makes this persona feel like a real person."),
-    Stage("visual", VisualProfile, ("core",), "Describe this persona's visual profile."),
-    Stage("book", CharacterBook, ("core",), "Write a character book (lore entries)."),
-)  # fmt: skip
+_SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
+    "core": (CorePersona, "Describe the person in this image as a persona."),
+    "strategy": (TweetStrategy, "Write this persona's tweet strategy."),
+    "examples": (ExampleTweets,
+                 "Write eight example tweets in this persona's voice, following the strategy."),
+    "social": (SocialNetwork, "Describe this persona's social network."),
+    "authenticity": (Authenticity, "List what makes this persona feel like a real person."),
+    "visual": (VisualProfile, "Describe this persona's visual profile."),
+    "book": (CharacterBook, "Write a character book (lore entries)."),
+}  # fmt: skip
+STAGES: tuple[Stage, ...] = tuple(
+    Stage(name, _SCHEMAS[name][0], needs, _SCHEMAS[name][1]) for name, needs in STAGE_NEEDS.items()
+)
 STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
-MERGE = "merge"
 MERGED_FIELDS = {
     "core": "core", "strategy": "tweet_strategy", "examples": "example_tweets",
     "social": "social_network", "authenticity": "authenticity", "visual": "visual_profile",
     "book": "character_book",
 }  # fmt: skip
-
-
-def step_id(persona_key: str, stage: str) -> str:
-    return f"{persona_key}.{stage}"
-
-
-def split_step(step: str) -> tuple[str, str]:
-    """``p1.core`` -> (``p1``, ``core``)."""
-    key, _, stage = step.rpartition(".")
-    if not key or (stage not in STAGE_BY_NAME and stage != MERGE):
-        raise ValueError(f"not a persona step id: {step!r}")
-    return key, stage
 
 
 def _dependency(store: JobStore, job_id: str, key: str, name: str) -> Any:
@@ -154,24 +146,29 @@ def stage_messages(stage: Stage, inputs: dict[str, Any], image_url: str | None) 
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}]
 
 
-def run_stage(
-    gateway: LLMGateway, store: JobStore, record: JobRecord, step: str, ctx: CallContext
-) -> tuple[dict[str, Any], ChatResult]:
+def run_stage(call: StepCall) -> tuple[dict[str, Any], ChatResult]:
     """Run one stage of one persona; its inputs come from earlier stages' results."""
-    key, name = split_step(step)
+    record, store = call.record, call.store
+    key, name = split_step(call.step_id)
     stage = STAGE_BY_NAME[name]
     inputs = {dep: _dependency(store, record.id, key, dep) for dep in stage.needs}
-    image_url = store.input(record.id, f"image:{key}") if name == "core" else None
+    image_url = store.input(record.id, image_input(key)) if name == "core" else None
     if name == "core" and not image_url:
         raise StepSkipped(f"the image of persona {key} is missing from the job's inputs")
-    spec = record.spec
+    spec = KIND.spec(record)
     answer, usage = ask_json(
-        gateway, stage_messages(stage, inputs, image_url), stage.schema, ctx,
-        model=spec["model"], max_tokens=int(spec["max_tokens"]),
-        max_reasks=int(spec["max_reasks"]), temperature=0.8,
+        call.gateway, stage_messages(stage, inputs, image_url), stage.schema, call.ctx,
+        model=spec.model, max_tokens=spec.max_tokens, max_reasks=spec.max_reasks,
+        temperature=0.8,
     )  # fmt: skip
     logger.info("job %s: persona %s stage %s done", record.id, key, name)
     return answer.model_dump(), usage.as_call()
+
+
+def run_merge(call: StepCall) -> tuple[dict[str, Any], None]:
+    """The merge step: written to ``GENFLEET_HOME/outputs/JOB/persona-pN.json``."""
+    out_dir = call.settings.genfleet_home / "outputs" / call.record.id
+    return merge(call.store, call.record, call.step_id, out_dir), None
 
 
 def merge(store: JobStore, record: JobRecord, step: str, out_dir: Path) -> dict[str, Any]:
@@ -186,8 +183,8 @@ def merge(store: JobStore, record: JobRecord, step: str, out_dir: Path) -> dict[
             missing.append(stage.name)
         else:
             persona[MERGED_FIELDS[stage.name]] = result.output
-    source = next(p for p in record.spec["personas"] if p["key"] == key)
-    persona["source_image"] = {k: source[k] for k in ("name", "sha256", "bytes")}
+    source = next(p for p in KIND.spec(record).personas if p.key == key)
+    persona["source_image"] = {"name": source.name, "sha256": source.sha256, "bytes": source.bytes}
     persona["missing_stages"] = missing
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"persona-{key}.json"

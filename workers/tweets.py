@@ -1,7 +1,8 @@
 """Tweets from a persona's calendar (seed 002): one call per calendar day.
 
 The persona and each day's plan are job inputs in Redis (``persona:{pair}``,
-``plan:{step}``), so a step reads only what it needs. Plain logic, no Celery.
+``plan:{step}``), so a step reads only what it needs. Plain logic, no Celery; the
+contract is ``genfleet.kinds.tweets``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from genfleet.errors import StepSkipped
-from genfleet.records import JobRecord
+from genfleet.kinds.tweets import KIND, persona_input, plan_input, split_step
 from genfleet.store import JobStore
-from workers.gateway import CallContext, ChatResult, LLMGateway
+from workers.gateway import ChatResult
+from workers.stepcall import StepCall
 from workers.structured import ask_json, dumps
 
 logger = logging.getLogger(__name__)
@@ -31,18 +33,6 @@ class Tweet(BaseModel):
     text: str = Field(min_length=1, max_length=280)
     hashtags: list[str] = Field(max_length=6)
     image_prompt: str = Field(min_length=1, max_length=1000)
-
-
-def tweet_step_id(pair: str, date: str) -> str:
-    return f"{pair}.{date}"
-
-
-def split_step(step: str) -> tuple[str, str]:
-    """``p1.2025-03-01`` -> (``p1``, ``2025-03-01``)."""
-    pair, _, date = step.partition(".")
-    if not pair or not date:
-        raise ValueError(f"not a tweet step id: {step!r}")
-    return pair, date
 
 
 def persona_brief(persona: dict[str, Any]) -> dict[str, Any]:
@@ -68,17 +58,16 @@ def _inputs(store: JobStore, job_id: str, names: list[str]) -> list[Any]:
     return values
 
 
-def write_tweet(
-    gateway: LLMGateway, store: JobStore, record: JobRecord, step: str, ctx: CallContext
-) -> tuple[dict[str, Any], ChatResult]:
+def run_tweet(call: StepCall) -> tuple[dict[str, Any], ChatResult]:
     """Write one day's tweet."""
-    pair, date = split_step(step)
-    persona, plan = _inputs(store, record.id, [f"persona:{pair}", f"plan:{step}"])
-    spec = record.spec
+    record, store = call.record, call.store
+    pair, date = split_step(call.step_id)
+    persona, plan = _inputs(store, record.id, [persona_input(pair), plan_input(call.step_id)])
+    spec = KIND.spec(record)
     tweet, usage = ask_json(
-        gateway, tweet_messages(persona, date, plan), Tweet, ctx,
-        model=spec["model"], max_tokens=int(spec["max_tokens"]),
-        max_reasks=int(spec["max_reasks"]), temperature=0.9,
+        call.gateway, tweet_messages(persona, date, plan), Tweet, call.ctx,
+        model=spec.model, max_tokens=spec.max_tokens, max_reasks=spec.max_reasks,
+        temperature=0.9,
     )  # fmt: skip
     output = {
         "pair": pair,

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from genfleet import constants as C
+from genfleet.kinds import batch as batch_kind
+from genfleet.kinds import persona as persona_kind
+from genfleet.kinds import tweets as tweets_kind
+from genfleet.kinds.images import prompt_input
 from genfleet.records import JobView, StepResult
 from genfleet.store import JobStore
-from genfleet.summary import REVIEW_SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +28,6 @@ Build = Callable[[JobView, JobStore], dict[str, Any]]
 
 MAX_CONTENT_STEPS = 400  # a bigger job's page shows the content of its first steps
 MAX_PERSONA_CARDS = 50
-IMAGE_SUFFIX = ".image"  # a tweet's picture step (producer.pipelines)
-MERGE_STAGE = "merge"
 PERSONA_SECTIONS = (  # stage -> the title a person reads
     ("core", "Core"),
     ("strategy", "Tweet strategy"),
@@ -124,16 +125,16 @@ def personas(view: JobView, store: JobStore) -> dict[str, Any]:
     cards = []
     for entry in view.record.spec.get("personas", [])[:MAX_PERSONA_CARDS]:
         key = entry["key"]
-        core = cell(view, f"{key}.core").output or {}
-        merged = cell(view, f"{key}.{MERGE_STAGE}")
+        core = cell(view, persona_kind.step_id(key, "core")).output or {}
+        merged = cell(view, persona_kind.step_id(key, persona_kind.MERGE))
         cards.append(
             {
                 "key": key,
                 "name": core.get("name") or entry.get("name") or key,
                 "image": entry.get("name", key),
                 "merged": merged,
-                "sections": [(title, cell(view, f"{key}.{stage}")) for stage, title in
-                             PERSONA_SECTIONS],
+                "sections": [(title, cell(view, persona_kind.step_id(key, stage)))
+                             for stage, title in PERSONA_SECTIONS],
             }
         )  # fmt: skip
     return {"cards": cards}
@@ -146,10 +147,10 @@ def tweets(view: JobView, store: JobStore) -> dict[str, Any]:
     timelines: dict[str, list[dict[str, Any]]] = {key: [] for key in names}
     steps = set(view.record.step_ids)
     for step_id in view.record.step_ids:
-        if step_id.endswith(IMAGE_SUFFIX):
+        if tweets_kind.is_image_step(step_id):
             continue
-        pair, _, date = step_id.partition(".")
-        image_step = step_id + IMAGE_SUFFIX
+        pair, date = tweets_kind.split_step(step_id)
+        image_step = tweets_kind.image_step_id(step_id)
         timelines.setdefault(pair, []).append(
             {
                 "date": date,
@@ -165,12 +166,6 @@ def tweets(view: JobView, store: JobStore) -> dict[str, Any]:
     }
 
 
-def _parse_batch_step(step_id: str) -> tuple[int, int, int]:
-    """``t2.L3.c1`` -> (topic 2, level 3, chunk 1)."""
-    t, level, c = step_id.removesuffix(REVIEW_SUFFIX).split(".")
-    return int(t[1:]), int(level[1:]), int(c[1:])
-
-
 @content_view(C.KIND_BATCH, "batch.html")
 def batch(view: JobView, store: JobStore) -> dict[str, Any]:
     """A table by topic and level; reviewed next to draft when there was a review."""
@@ -178,11 +173,11 @@ def batch(view: JobView, store: JobStore) -> dict[str, Any]:
     reviewed = bool(view.record.spec.get("review_model"))
     rows = []
     for step_id in view.record.step_ids:
-        if step_id.endswith(REVIEW_SUFFIX):
+        if batch_kind.is_review(step_id):
             continue
-        t, level, chunk = _parse_batch_step(step_id)
+        t, level, chunk = batch_kind.parse_step(step_id)
         draft = cell(view, step_id)
-        review = cell(view, step_id + REVIEW_SUFFIX) if reviewed else None
+        review = cell(view, batch_kind.review_of(step_id)) if reviewed else None
         drafts = (draft.output or {}).get("items", [])
         finals = ((review.output if review else None) or {}).get("items", [])
         for n in range(max(len(drafts), len(finals), 1)):
@@ -204,6 +199,6 @@ def images(view: JobView, store: JobStore) -> dict[str, Any]:
     pictures = []
     for step_id in view.record.step_ids:
         c = cell(view, step_id)
-        prompt = (c.output or {}).get("prompt") or store.input(view.id, f"prompt:{step_id}")
+        prompt = (c.output or {}).get("prompt") or store.input(view.id, prompt_input(step_id))
         pictures.append({"cell": c, "prompt": prompt})
     return {"pictures": pictures}

@@ -12,5 +12,6 @@
 | ``prompts``, ``output``, ``step`` | one job step: its prompt, its file, its metadata |
 | ``gpus`` | GPU detection, ``--gpus`` parsing, the queues of a GPU's worker |
 
-The Celery task is ``workers.image_tasks``; the producer side is ``producer.images``.
+The task is made by ``workers.kind_tasks`` from the contract ``genfleet.kinds.images``;
+the producer side is ``producer.images``.
 """

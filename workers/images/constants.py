@@ -13,9 +13,7 @@ TASK_IMAGE_GENERATE = C.TASK_IMAGE_GENERATE  # routed to the 'images' queue by p
 KIND_IMAGES = C.KIND_IMAGES  # the job kind of submit_images
 
 # Inputs
-MAX_PROMPT_CHARS = 4000  # OpenAI's image prompt limit for DALL-E 3
-MAX_PROMPTS = 5000  # prompts in one job
-MAX_GPU_INDEX = C.DEFAULT_IMAGE_GPU_QUEUES - 1  # images.gpu0 .. images.gpu7 are declared
+from genfleet.kinds.images import MAX_PROMPT_CHARS, MAX_PROMPTS  # noqa: E402,F401  (the contract's)
 
 # Environment of an image worker process (set by 'genfleet worker images', not settings)
 ENV_GPU = "GENFLEET_GPU"  # the GPU index this worker serves; recorded in each result

@@ -9,31 +9,17 @@ import subprocess
 
 from genfleet import constants as C
 from genfleet.errors import InputError
-from workers.images.constants import ENV_GPU, MAX_GPU_INDEX
+from genfleet.kinds.images import MAX_GPU_INDEX, check_gpu, gpu_queue
+from workers.images.constants import ENV_GPU
 
 logger = logging.getLogger(__name__)
 
 NVIDIA_SMI_TIMEOUT_S = 20.0
 
 
-def gpu_queue(gpu: int) -> str:
-    """The queue only the worker of GPU ``gpu`` reads, e.g. ``images.gpu1``."""
-    return f"{C.QUEUE_IMAGES_GPU_PREFIX}{gpu}"
-
-
 def worker_queues(gpu: int) -> list[str]:
     """What the worker of GPU ``gpu`` consumes: the shared queue, its own, control."""
     return [C.QUEUE_IMAGES, gpu_queue(gpu), C.QUEUE_CONTROL]
-
-
-def check_gpu(gpu: object, what: str = "gpu") -> int:
-    """``gpu`` as a declared GPU index (0..7), or ``InputError`` saying the range."""
-    if isinstance(gpu, bool) or not isinstance(gpu, int) or not 0 <= gpu <= MAX_GPU_INDEX:
-        raise InputError(
-            f"{what}={gpu!r} is not a GPU index: allowed 0-{MAX_GPU_INDEX} "
-            f"(the queues images.gpu0..images.gpu{MAX_GPU_INDEX})"
-        )
-    return gpu
 
 
 def parse_gpu_list(text: str) -> list[int]:

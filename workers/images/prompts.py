@@ -16,11 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 from genfleet.errors import PermanentLLMError, StepSkipped
+from genfleet.kinds.images import IMAGE_STEP_SUFFIX, prompt_input
 from genfleet.records import JobRecord
 from genfleet.store import JobStore
 from workers.images.constants import MAX_PROMPT_CHARS
 
-IMAGE_STEP_SUFFIX = ".image"  # step "X.image" draws the picture of step "X"
 _OUTPUT_KEYS = ("image_prompt", "text", "content")
 
 
@@ -37,11 +37,6 @@ def resolve_prompt(store: JobStore, record: JobRecord, step_id: str) -> str:
     if result is None:
         raise StepSkipped(f"needs {source}, which has not succeeded")
     return _checked(_from_output(result.output), step_id)
-
-
-def prompt_input(step_id: str) -> str:
-    """The name of the job input that holds an image step's prompt."""
-    return f"prompt:{step_id}"
 
 
 def source_step(record: JobRecord, step_id: str) -> str | None:

@@ -1,7 +1,8 @@
 """One image step of a job, as plain logic: prompt in, file and metadata out.
 
-The Celery task (``workers.image_tasks``) runs this through ``execute_step``, which
-stores the result once and records a failure instead of raising it.
+The task factory (``workers.kind_tasks``) runs ``run_image`` through ``execute_step``,
+which stores the result once and records a failure instead of raising it; the
+contract is ``genfleet.kinds.images``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from genfleet.records import JobRecord
 from genfleet.settings import Settings
 from genfleet.store import JobStore
 from workers.gateway_types import CallContext, ChatResult
+from workers.images.backends import get_backend
 from workers.images.base import ImageBackend, ImageRequest, parse_size
 from workers.images.generate import Generated, generate_image
 from workers.images.gpus import current_gpu
 from workers.images.output import image_path, output_dir, write_png
 from workers.images.prompts import resolve_prompt
+from workers.stepcall import StepCall
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +30,16 @@ logger = logging.getLogger(__name__)
 def image_seed(prompt: str, index: int) -> int:
     """A seed that follows from the prompt and the step's place: reruns draw the same."""
     return zlib.crc32(f"{index}:{prompt}".encode())
+
+
+def run_image(call: StepCall) -> tuple[dict[str, Any], ChatResult]:
+    """The picture of one step, with this process's backend (``IMAGE_BACKEND``)."""
+    settings, store = call.settings, call.store
+    backend = get_backend(settings, store.r)
+    return image_step(
+        call.record, call.step_id, call.index, call.ctx,
+        store=store, settings=settings, backend=backend,
+    )  # fmt: skip
 
 
 def image_step(
