@@ -69,6 +69,8 @@ TASK_BATCH_REVIEW = "genfleet.llm.batch_review"
 TASK_IMAGE_GENERATE = "genfleet.images.generate"
 TASK_BATCH_POLL = "genfleet.control.batch_poll"
 TASK_BATCH_CANCEL = "genfleet.control.batch_cancel"
+TASK_RECIPE_STAGE = "genfleet.llm.recipe_stage"
+TASK_JOIN = "genfleet.control.join"  # a no-op between two groups of a canvas
 DEFAULT_IMAGE_GPU_QUEUES = 8  # images.gpu0 .. images.gpu7 are declared up front
 
 # Redis keys
@@ -128,6 +130,7 @@ KIND_PERSONA = "persona"
 KIND_TWEETS = "tweets"
 KIND_BATCH = "batch"
 KIND_IMAGES = "images"
+KIND_RECIPE = "recipe"  # users' own kinds, from recipe files
 
 # Embedded Redis
 EMBEDDED_REDIS_DIR = "redis"

@@ -19,6 +19,7 @@ from producer.cli_common import check_job_id, report_submitted, spend_options
 from producer.cli_images import register as register_image_commands
 from producer.cli_ops import register as register_ops_commands
 from producer.cli_pipelines import register as register_pipeline_commands
+from producer.cli_recipes import register as register_recipe_commands
 from producer.cli_ui import ui_cmd
 
 # Commands import what they need when they run: 'genfleet --help' loads no Redis
@@ -255,6 +256,7 @@ register_image_commands(worker, submit)
 register_pipeline_commands(cli, submit)
 register_ops_commands(cli)
 cli.add_command(ui_cmd)
+register_recipe_commands(cli, submit)
 
 
 def _is_redis_error(error: Exception) -> bool:

@@ -103,7 +103,11 @@ def enqueue(
     return JobHandle(record.id, client)
 
 
-def make_record(kind: str, spec: dict[str, Any], step_ids: list[str], **kw: Any) -> JobRecord:
+def make_record(
+    kind: str, spec: dict[str, Any], step_ids: list[str], *, label: str | None = None, **kw: Any
+) -> JobRecord:
+    """A new job's record; its id starts with ``label`` (default: the kind)."""
     return JobRecord(
-        id=new_job_id(kind), kind=kind, spec=spec, step_ids=step_ids, created_at=time.time(), **kw
-    )
+        id=new_job_id(label or kind), kind=kind, spec=spec, step_ids=step_ids,
+        created_at=time.time(), **kw,
+    )  # fmt: skip

@@ -124,12 +124,12 @@ class Workers:
 
     def start(
         self, name: str = "w1", queues: tuple[str, ...] = ("llm", "control"),
-        concurrency: int = 4, pool: str = "threads", **env: Any,
+        concurrency: int = 4, pool: str = "threads", extra: tuple[str, ...] = (), **env: Any,
     ) -> ChildProcess:  # fmt: skip
         child_env = {**self.env, **os.environ, **{k: str(v) for k, v in env.items()}}
         child = start_worker(
             list(queues), concurrency=concurrency, pool=pool, name=name,
-            env=child_env, log_path=self.logs / f"{name}.log",
+            env=child_env, log_path=self.logs / f"{name}.log", extra=extra,
         )  # fmt: skip
         self.started.append(child)
         return child

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from workers.gateway import CallContext, ChatRequest, ChatResult, LLMGateway
 logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 MAX_ERROR_CHARS = 500
 
 
@@ -91,8 +93,23 @@ def ask_json(
     seed: int | None = None, usage: Usage | None = None,
 ) -> tuple[M, Usage]:  # fmt: skip
     """One validated answer; re-asks with the error at most ``max_reasks`` times."""
+    return ask_checked(
+        gateway, messages, response_format(schema), lambda text: parse_json(schema, text),
+        schema.__name__, ctx, model=model, max_tokens=max_tokens, max_reasks=max_reasks,
+        temperature=temperature, seed=seed, usage=usage,
+    )  # fmt: skip
+
+
+def ask_checked(
+    gateway: LLMGateway, messages: list[dict[str, Any]], fmt: dict[str, Any],
+    parse: Callable[[str], T], what: str, ctx: CallContext, *, model: str, max_tokens: int,
+    max_reasks: int, temperature: float = 0.7, seed: int | None = None,
+    usage: Usage | None = None,
+) -> tuple[T, Usage]:  # fmt: skip
+    """An answer ``parse`` accepts (it raises ``ValueError`` or ``ValidationError``
+    saying what is wrong); re-asks with that problem at most ``max_reasks`` times,
+    then raises ``InvalidOutputError`` with the raw text kept."""
     usage = usage or Usage()
-    fmt = response_format(schema)
     convo = list(messages)
     for attempt in range(max_reasks + 1):
         request = ChatRequest(
@@ -102,7 +119,7 @@ def ask_json(
         result = gateway.chat(request, ctx)
         usage.add(result)
         try:
-            return parse_json(schema, result.text), usage
+            return parse(result.text), usage
         except (ValidationError, ValueError) as e:
             problem = _problem(e)
             logger.warning(
@@ -111,7 +128,7 @@ def ask_json(
             )  # fmt: skip
             if attempt == max_reasks:
                 error = InvalidOutputError(
-                    f"the model's answer did not match {schema.__name__} after "
+                    f"the model's answer did not match {what} after "
                     f"{max_reasks} re-ask(s): {problem}",
                     raw=result.text, model=model, job_id=ctx.job_id, step=ctx.step,
                 )  # fmt: skip

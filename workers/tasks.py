@@ -39,3 +39,9 @@ def finalize_job(self: Task, job_id: str) -> dict:
             view.record.mode == "parallel",
         )  # fmt: skip
     return {"job_id": job_id, "status": status}
+
+
+@app.task(name=C.TASK_JOIN, bind=True)
+def join(self: Task, job_id: str) -> None:
+    """Nothing: a point in a canvas where a group waits before the next group starts."""
+    check_ids(job_id)

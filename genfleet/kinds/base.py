@@ -11,6 +11,7 @@ prompts and calls of a kind live in one plain worker module, named by the kind's
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 S = TypeVar("S", bound=BaseModel)
 ReadInputs = Callable[[list[str]], Mapping[str, str | None]]  # job input names -> values
 
+SPEC_CACHE_SIZE = 64  # jobs whose parsed spec a process keeps
+_spec_lock = threading.Lock()
+
 # The built-in kinds: name -> contract module (imported on first use).
 BUILTIN_KINDS = {
     "chapter": "genfleet.kinds.chapter",
@@ -35,6 +39,7 @@ BUILTIN_KINDS = {
     "tweets": "genfleet.kinds.tweets",
     "batch": "genfleet.kinds.batch",
     "images": "genfleet.kinds.images",
+    "recipe": "genfleet.kinds.recipe",
 }
 
 
@@ -73,8 +78,17 @@ class JobKind(Generic[S]):
     tasks: ClassVar[tuple[TaskDef, ...]]
 
     def spec(self, record: JobRecord) -> S:
-        """The job's spec, typed (checked when the job was made)."""
-        return self.spec_model.model_validate(record.spec)  # type: ignore[return-value]
+        """The job's spec, typed (checked when the job was made; a job's spec never
+        changes, so a worker parses it once per job)."""
+        key = (record.id, record.created_at)
+        with _spec_lock:
+            cache = self.__dict__.setdefault("_specs", {})
+            if key not in cache:
+                if len(cache) >= SPEC_CACHE_SIZE:
+                    cache.pop(next(iter(cache)))
+                cache[key] = self.spec_model.model_validate(record.spec)
+            spec: S = cache[key]
+        return spec
 
     def check_spec(self, source: str, **fields: Any) -> S:
         """A spec from fields, or one ``InputError`` line naming the field."""
