@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from producer.cli_common import report_submitted
+from producer.cli_common import report_submitted, spend_options
 
 FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -15,12 +15,15 @@ FILE = click.Path(dir_okay=False, path_type=Path)
 @click.argument("recipe", type=FILE)
 @click.option("--input", "rows", type=FILE, required=True,
               help="Input rows: JSONL, a JSON list of objects, or CSV with a header.")  # fmt: skip
+@spend_options
 @click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
-def submit_recipe_cmd(recipe: Path, rows: Path, wait: bool) -> None:
+def submit_recipe_cmd(
+    recipe: Path, rows: Path, mode: str, max_cost: float | None, wait: bool
+) -> None:
     """Run a recipe (YAML or JSON) over input rows; each row runs its stage graph."""
     from producer.recipes import submit_recipe
 
-    report_submitted(submit_recipe(recipe, rows), wait)
+    report_submitted(submit_recipe(recipe, rows, mode=mode, max_cost_usd=max_cost), wait)
 
 
 @click.group("recipe")

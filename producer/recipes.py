@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from genfleet import constants as C
 from genfleet.errors import InputError
 from genfleet.kinds.checks import one_line
 from genfleet.kinds.recipe import KIND as RECIPE
@@ -368,6 +369,8 @@ def submit_recipe(
     rows: Path | str | Iterable[Mapping[str, Any]],
     *,
     cache: bool | None = None,
+    mode: str = C.API_ONLINE,
+    max_cost_usd: float | None = None,
     settings: Settings | None = None,
 ) -> Any:
     """Run a recipe over input rows; returns the job handle.
@@ -375,16 +378,20 @@ def submit_recipe(
     ``recipe`` is a path, a YAML/JSON text or a dict; ``rows`` a path (JSONL, JSON
     list or CSV) or an iterable of dicts. Each row runs the stage graph on its own.
     Everything is checked first: a bad recipe or row raises ``InputError`` (one
-    line) and nothing is enqueued. ``cache`` turns the response cache on or off.
+    line) and nothing is enqueued. ``cache`` turns the response cache on or off;
+    ``mode`` and ``max_cost_usd`` are the spending options every kind takes.
     """
     from producer.canvas import job_canvas
     from producer.client import connect
     from producer.jobs import enqueue, make_record
+    from producer.spend import spend_spec
 
     prepared = prepare(recipe, rows, settings or load_settings())
     client = connect(settings)
+    models = [stage.model for stage in prepared.recipe.stages]
+    spend = spend_spec(client.settings, mode, max_cost_usd, models)
     spec = RecipeSpec(recipe=prepared.recipe, rows=len(prepared.rows), cache=cache,
-                      source=prepared.source)  # fmt: skip
+                      source=prepared.source, **spend)  # fmt: skip
     record = make_record(
         RECIPE.name, spec.model_dump(by_alias=True), RECIPE.step_ids(spec), label=spec.recipe.name
     )
