@@ -81,5 +81,3 @@ def raise_budget(store: JobStore, job_id: str, max_cost_usd: object) -> float:
         pipe.expire(job_key(job_id), C.BUDGET_TTL_S)
         pipe.execute()
     return spent or 0.0
-
-

@@ -128,5 +128,3 @@ def _schema_parser(schema: dict[str, Any]) -> Any:
         return value
 
     return parse
-
-
