@@ -185,40 +185,40 @@ def image_input(step: str) -> str:
 def graph_canvas(
     names: list[str],
     needs: dict[str, list[str]],
-    node: Callable[[str], Signature],
+    node: Callable[[str], list[Signature]],
     join: Callable[[], Signature],
 ) -> Signature:
     """A canvas that runs ``names`` so that each starts once its ``needs`` (among
     ``names``) are done: a stage every other one follows is chained first; stages
     that do not depend on each other run side by side. ``node`` gives one stage's
-    canvas; ``join`` a no-op task, put between a group and a group (Celery chains
-    a group straight into another group unreliably)."""
-    from celery import group
-
+    steps (its versions). Every group is closed by a chord whose body is ``join``, a
+    no-op task: Celery does not reliably wait for a group at the end of a chain
+    inside a chord (steps store no Celery result), nor chain a group into a group."""
     parts = [_component(c, needs, node, join) for c in _components(names, needs)]
-    return parts[0] if len(parts) == 1 else group(parts)
+    return _side_by_side(parts, join)
+
+
+def _side_by_side(parts: list[Signature], join: Callable[[], Signature]) -> Signature:
+    from celery import chord, group
+
+    return parts[0] if len(parts) == 1 else chord(group(parts), join())
 
 
 def _component(
     names: list[str],
     needs: dict[str, list[str]],
-    node: Callable[[str], Signature],
+    node: Callable[[str], list[Signature]],
     join: Callable[[], Signature],
 ) -> Signature:
-    from celery import chain, chord, group
+    from celery import chain
 
     inside = set(names)
     sources = [n for n in names if not set(needs[n]) & inside]
     rest = [n for n in names if n not in sources]
-    head = node(sources[0]) if len(sources) == 1 else group([node(s) for s in sources])
+    head = _side_by_side([sig for s in sources for sig in node(s)], join)
     if not rest:
         return head
-    tail = graph_canvas(rest, needs, node, join)
-    if isinstance(head, group):
-        if isinstance(tail, group):
-            tail = chain(join(), tail)
-        return chord(head, tail)
-    return chain(head, tail)
+    return chain(head, graph_canvas(rest, needs, node, join))
 
 
 def _components(names: list[str], needs: dict[str, list[str]]) -> list[list[str]]:
@@ -268,7 +268,6 @@ class RecipeKind(JobKind[RecipeSpec]):
     def parts(
         self, app: Celery, record: JobRecord, steps: Collection[str], round_: int
     ) -> list[Signature]:
-        from celery import group
 
         from genfleet.kinds.canvas import step
 
@@ -286,10 +285,9 @@ class RecipeKind(JobKind[RecipeSpec]):
         out = []
         for todo in by_row.values():
 
-            def node(stage: str, todo: dict[str, list[tuple[int, str]]] = todo) -> Signature:
-                sigs = [step(app, C.TASK_RECIPE_STAGE, record.id, sid, n, round_)
+            def node(stage: str, todo: dict[str, list[tuple[int, str]]] = todo) -> list[Signature]:
+                return [step(app, C.TASK_RECIPE_STAGE, record.id, sid, n, round_)
                         for n, sid in todo[stage]]  # fmt: skip
-                return sigs[0] if len(sigs) == 1 else group(sigs)
 
             names = [s.name for s in recipe.stages if s.name in todo]
             out.append(graph_canvas(names, needs, node, join))
