@@ -152,6 +152,7 @@ def results(job_id: str, out: Path | None, fmt: str) -> None:
 
     view = get_job(check_job_id(job_id)).view()
     store = connect().store
+
     def read_inputs(names: list[str]) -> dict[str, str | None]:
         return dict(zip(names, store.inputs(view.id, names), strict=True))
 
