@@ -399,3 +399,32 @@ def test_a_view_that_cannot_read_a_job_shows_its_outputs_escaped(env, ui) -> Non
     status, page = ui().request(f"/jobs/{record.id}")
     assert status == 200 and 'data-step-id="odd-step"' in page
     assert HOSTILE not in page and "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in page
+
+
+@pytest.mark.slow
+def test_recipe_rows_and_stages_in_a_browser(sim, workers: Workers, ui, browser, shot) -> None:
+    from producer.recipes import submit_recipe
+
+    recipes = EXAMPLES / "recipes"
+    rows = [json.loads(line) for line in (recipes / "products.jsonl").read_text().splitlines()]
+    rows[0]["product"] = HOSTILE  # an input file's text is data too
+    workers.start("llm", concurrency=8)
+    job = submit_recipe(recipes / "product-blurbs.yaml", rows)
+    job.wait(timeout=120, progress=False)
+    assert connect().store.status(job.id) == C.STATUS_SUCCEEDED
+    server = ui()
+    browser.get(f"{server.url}/jobs/{job.id}")
+    headers = [th.text for th in css(browser, "table.recipe th")]
+    assert headers == ["row", "input", "facts", "blurb"]
+    table_rows = css(browser, "table.recipe tbody tr")
+    assert [r.get_attribute("data-row") for r in table_rows] == ["1", "2", "3"]
+    for row in table_rows:
+        cells = row.find_elements("css selector", "td.stage")
+        assert len(cells[0].find_elements("css selector", ".stage-cell.ok")) == 1  # facts
+        assert len(cells[1].find_elements("css selector", ".stage-cell.ok")) == 3  # 3 blurbs
+    assert HOSTILE in table_rows[0].text
+    assert browser.execute_script("return window.__pwned === undefined")
+    shot("ui-recipe.png")
+    status, text = server.request(f"/jobs/{job.id}/results.jsonl")
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert status == 200 and [line["input"] for line in lines] == rows

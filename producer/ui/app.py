@@ -213,7 +213,12 @@ def streamer(
 async def download(request: web.Request) -> web.Response:
     fmt = request.match_info["fmt"]
     view = await load(request)
-    text = await in_thread(views.results_text, view, fmt)
+    store = request.app[STORE]
+
+    def read_inputs(names: list[str]) -> dict[str, str | None]:
+        return dict(zip(names, store.inputs(view.id, names), strict=True))
+
+    text = await in_thread(views.results_text, view, fmt, read_inputs)
     return web.Response(
         text=text + "\n",
         content_type="application/x-ndjson" if fmt == "jsonl" else "application/json",

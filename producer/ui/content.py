@@ -202,3 +202,20 @@ def images(view: JobView, store: JobStore) -> dict[str, Any]:
         prompt = (c.output or {}).get("prompt") or store.input(view.id, prompt_input(step_id))
         pictures.append({"cell": c, "prompt": prompt})
     return {"pictures": pictures}
+
+
+@content_view("recipe", "recipe.html")
+def recipe(view: JobView, store: JobStore) -> dict[str, Any]:
+    """One row per input row, one column per stage (each version of a stage in its cell)."""
+    from genfleet.kinds.recipe import KIND, row_input, stage_steps
+
+    spec = KIND.spec(view.record)
+    stages = spec.recipe.stages
+    per_row = sum(stage.versions for stage in stages)
+    count = min(spec.rows, max(1, MAX_CONTENT_STEPS // per_row))
+    inputs = store.inputs(view.id, [row_input(n) for n in range(1, count + 1)])
+    rows = []
+    for n, raw in enumerate(inputs, 1):
+        cells = [[cell(view, s) for s in stage_steps(n, stage)] for stage in stages]
+        rows.append({"n": n, "input": json.loads(raw) if raw else None, "stages": cells})
+    return {"stages": [stage.name for stage in stages], "rows": rows}
