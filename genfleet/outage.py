@@ -26,6 +26,14 @@ REDIS_DOWN: tuple[type[Exception], ...] = (
 )
 
 
+def is_redis_down(error: BaseException) -> bool:
+    """``REDIS_DOWN``, or a Lua script that Redis refused for want of memory (it says
+    so in a generic script error, not as ``OutOfMemoryError``)."""
+    if isinstance(error, REDIS_DOWN):
+        return True
+    return isinstance(error, redis.ResponseError) and "OOM command not allowed" in str(error)
+
+
 def through_outage(
     run: Callable[[], T], what: str, max_wait_s: float = C.REDIS_OUTAGE_MAX_WAIT_S
 ) -> T:
@@ -38,8 +46,8 @@ def through_outage(
     while True:
         try:
             return run()
-        except REDIS_DOWN as e:
-            if time.monotonic() > deadline:
+        except redis.RedisError as e:
+            if not is_redis_down(e) or time.monotonic() > deadline:
                 raise
             logger.warning("%s: Redis unavailable (%s); trying again in %.1fs", what,
                            e.__class__.__name__, delay)  # fmt: skip

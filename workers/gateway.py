@@ -27,7 +27,7 @@ from genfleet.errors import (
     TransientLLMError,
     mask_secrets,
 )
-from genfleet.outage import REDIS_DOWN
+from genfleet.outage import REDIS_DOWN, is_redis_down
 from genfleet.prices import load_prices
 from genfleet.settings import Settings
 from genfleet.tokens import estimate_messages_tokens
@@ -227,7 +227,9 @@ class LLMGateway:
             if grant.budget is not None:
                 job_id = grant.lease_id.partition("/")[2]
                 self.budgets.settle(grant.lease_id, job_id, grant.budget.day_key, cost)
-        except REDIS_DOWN as e:
+        except redis.RedisError as e:
+            if not is_redis_down(e):
+                raise
             logger.warning("could not release limiter lease %s (%s); it will expire",
                            grant.lease_id, e.__class__.__name__)  # fmt: skip
 

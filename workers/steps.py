@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
 from genfleet import constants as C
 from genfleet.claims import StepClaims, new_owner
 from genfleet.errors import BudgetExceededError, InvalidOutputError, LLMError, StepSkipped
-from genfleet.outage import REDIS_DOWN, through_outage
+from genfleet.outage import REDIS_DOWN, is_redis_down, through_outage
 from genfleet.records import JobRecord, StepResult
 from genfleet.store import JobStore
 from workers.gateway import CallContext, ChatResult, RetryLater
@@ -122,8 +124,11 @@ def _outcome(
         output, call = work(record, ctx)
     except RetryLater:
         raise
-    except REDIS_DOWN:
-        raise
+    except redis.RedisError as e:
+        if is_redis_down(e):
+            raise  # the step waits for Redis: never a failure of its own
+        logger.exception("job %s step %s: unexpected Redis error", job_id, step_id)
+        return _failure(job_id, base, e, attempts=ctx.attempts_used + 1)
     except StepSkipped as e:
         logger.warning("job %s step %s skipped: %s", job_id, step_id, e)
         return _failure(job_id, base, e, attempts=0)
