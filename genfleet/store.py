@@ -226,6 +226,13 @@ class JobStore:
             raise _missing(job_id)
         return str(status)
 
+    def statuses(self, job_ids: list[str]) -> list[str | None]:
+        """The status of each job in one round trip (None for a job that is gone)."""
+        with self.r.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(JobKeys.of(job_id).job, "status")
+            return [None if s is None else str(s) for s in pipe.execute()]
+
     def progress(self, job_id: str) -> Progress:
         """Status and counts in one round trip, for progress bars on big jobs."""
         keys = JobKeys.of(job_id)

@@ -34,6 +34,7 @@ from genfleet import constants as C
 from genfleet.connection import sanitize_url
 from genfleet.errors import SettingsError
 from genfleet.settings import Settings
+from genfleet.store import JobStore
 from workers.callstats import read_costs, read_stats
 from workers.keypool import DEFAULT_PROVIDER, keys_from_settings, lease_seconds
 from workers.limiter import ClusterLimiter, Limits, Scope
@@ -177,12 +178,12 @@ def job_totals(client: redis.Redis) -> tuple[dict[str, int], CacheStats]:
         if not ids:
             break
         start += len(ids)
+        job_statuses = JobStore(client, 0).statuses(ids)  # read-only: the TTL is unused
         with client.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hget(C.KEY_JOB.format(job_id=job_id), "status")
                 pipe.hmget(C.KEY_STATS_JOB.format(job_id=job_id), list(_JOB_COUNTERS))
-            replies = pipe.execute()
-        for status, counters in zip(replies[::2], replies[1::2], strict=True):
+            counter_rows = pipe.execute()
+        for status, counters in zip(job_statuses, counter_rows, strict=True):
             if status is not None:  # None: the job expired and is not yet pruned
                 statuses[str(status)] += 1
             for name, value in zip(_JOB_COUNTERS, counters, strict=True):

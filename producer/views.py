@@ -94,6 +94,13 @@ def speedup_text(view: JobView, metrics: JobMetrics, rounds: int = 0) -> str:
     return f"{metrics.speedup:.2f}x"
 
 
+def _counts_tokens(record: JobRecord) -> bool:
+    try:
+        return get_kind(record.kind).counts_tokens
+    except UnknownKindError:
+        return True
+
+
 def status_text(view: JobView, rounds: int = 0, batches: dict[str, str] | None = None) -> str:
     """Status and counts, elapsed time and an estimate of what is left, the steps
     (all of a small job; the failed and running ones of a big job), metrics, error.
@@ -110,11 +117,7 @@ def status_text(view: JobView, rounds: int = 0, batches: dict[str, str] | None =
         *_step_lines(view, now),
         f"  serial-equivalent {m.serial_equivalent_s:.2f}s, "
         f"speed-up {speedup_text(view, m, rounds)}"
-        + (
-            ""
-            if view.record.kind == C.KIND_IMAGES
-            else f", tokens in/out {m.tokens_in}/{m.tokens_out}"
-        ),
+        + (f", tokens in/out {m.tokens_in}/{m.tokens_out}" if _counts_tokens(view.record) else ""),
     ]
     lines.append(cost_line(view, m.cost_usd))
     lines += batch_lines(batches or {})

@@ -32,6 +32,7 @@ from genfleet import constants as C
 from genfleet.errors import PermanentLLMError
 from genfleet.prices import PriceTable
 from genfleet.settings import Settings
+from genfleet.store import JobStore
 from genfleet.tokens import estimate_messages_tokens
 from workers.budget import Budgets, make_ask
 from workers.gateway_types import CallContext, ChatRequest, ChatResult, RetryLater
@@ -92,13 +93,13 @@ class BatchCalls:
         self.prices = prices
         self.budgets = budgets
         self._queue = client.register_script(_QUEUE_LUA)
+        self.jobs = JobStore(client, settings.result_ttl_s)
 
     def chat(self, request: ChatRequest, ctx: CallContext) -> ChatResult:
         """The routed answer; raises ``RetryLater`` while it is awaited, or the line's error."""
         # The job's round (resumes so far) is part of the id: a resumed step asks anew
         # instead of finding its failed answer.
-        round_ = self.redis.hget(C.KEY_JOB.format(job_id=ctx.job_id), "round") or 0
-        rid = request_id(ctx.job_id, ctx.step, request, int(round_))
+        rid = request_id(ctx.job_id, ctx.step, request, self.jobs.round(ctx.job_id))
         raw = self.redis.hgetall(C.KEY_BATCH_REQ.format(rid=rid))
         state = {str(k): str(v) for k, v in raw.items()}
         if state.get("state") == "done":

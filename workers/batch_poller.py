@@ -30,6 +30,7 @@ import redis
 from genfleet import constants as C
 from genfleet.prices import PriceTable
 from genfleet.settings import Settings
+from genfleet.store import JobStore
 from workers.budget import Budgets, day_key
 from workers.callstats import CallStats, Cost
 from workers.keypool import ApiKey, KeyPool
@@ -50,6 +51,7 @@ class BatchPoller:
     ) -> None:  # fmt: skip
         self.redis = client
         self.settings = settings
+        self.jobs = JobStore(client, settings.result_ttl_s)
         self.pool = pool
         self.prices = prices
         self.stats = stats
@@ -288,8 +290,7 @@ class BatchPoller:
         return self.pool.keys[0]
 
     def _job_status(self, job_id: str) -> str | None:
-        status = self.redis.hget(C.KEY_JOB.format(job_id=job_id), "status")
-        return None if status is None else str(status)
+        return self.jobs.statuses([job_id])[0]
 
     def _show(self, job_id: str, batch_id: str, status: str, counts: dict[str, Any]) -> None:
         """What ``genfleet status`` shows of a batch."""

@@ -25,6 +25,7 @@ import logging
 import redis
 
 from genfleet import constants as C
+from genfleet.store import JobStore
 from workers.gateway_types import CallContext, ChatRequest, ChatResult
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class ResponseCache:
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
         self.redis = client
         self.ttl_s = ttl_s
+        self.jobs = JobStore(client, ttl_s)  # reads the job's round only
 
     def digest_for(self, provider: str, request: ChatRequest, ctx: CallContext) -> str:
         """The cache entry of a call ("" when the call must not use the cache)."""
@@ -53,8 +55,8 @@ class ResponseCache:
             return cache_digest(provider, request)
         if not ctx.job_id:
             return ""
-        run = self.redis.hget(C.KEY_JOB.format(job_id=ctx.job_id), "round") or 0
-        return cache_digest(provider, request, f"{ctx.job_id}/{ctx.step}/r{int(run)}")
+        run = self.jobs.round(ctx.job_id)
+        return cache_digest(provider, request, f"{ctx.job_id}/{ctx.step}/r{run}")
 
     def get(self, digest: str) -> ChatResult | None:
         raw = self.redis.get(C.KEY_CACHE.format(digest=digest))

@@ -76,6 +76,8 @@ class JobKind(Generic[S]):
     name: ClassVar[str]
     spec_model: ClassVar[type[BaseModel]]
     tasks: ClassVar[tuple[TaskDef, ...]]
+    # False for a kind whose steps call no LLM: its status shows no token counts.
+    counts_tokens: ClassVar[bool] = True
 
     def spec(self, record: JobRecord) -> S:
         """The job's spec, typed (checked when the job was made; a job's spec never

@@ -80,6 +80,7 @@ class ImagesKind(JobKind[ImagesSpec]):
     name = C.KIND_IMAGES
     spec_model = ImagesSpec
     tasks = (IMAGE_TASK,)
+    counts_tokens = False
 
     def step_ids(self, spec: ImagesSpec) -> list[str]:
         return [step_id(n) for n in range(spec.count)]

@@ -22,6 +22,7 @@ from markupsafe import Markup
 
 from genfleet import constants as C
 from genfleet.errors import GenfleetError, JobNotFoundError
+from genfleet.kinds import all_kinds
 from genfleet.records import JobView
 from genfleet.store import JobStore, Progress
 from producer import views
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 LIVE_POLL_S = 1.0  # how often a live page's data is read again
 BIG_JOB_STEPS = 200  # a job with more steps is re-read only when its counts change
-KINDS = (C.KIND_CHAPTER, C.KIND_PERSONA, C.KIND_TWEETS, C.KIND_BATCH, C.KIND_IMAGES)
 STATUSES = (C.STATUS_QUEUED, C.STATUS_RUNNING, *sorted(C.TERMINAL_STATUSES))
 STORE = web.AppKey("store", JobStore)
 GUARD = web.AppKey("guard", Guard)
@@ -130,7 +130,9 @@ async def jobs_page(request: web.Request) -> web.Response:
     kind, status = _filters(request)
     found = await in_thread(pages.job_rows, request.app[STORE])
     rows_html = render(request, "_job_rows.html", rows=pages.filtered(found, kind, status))
-    kinds = sorted(set(KINDS) | {r.kind for r in found} | ({kind} if kind else set()))
+    kinds = sorted(
+        {k.name for k in all_kinds()} | {r.kind for r in found} | ({kind} if kind else set())
+    )
     return html(
         render(request, "jobs.html", rows_html=Markup(rows_html), kind=kind, status=status,
                kinds=kinds, statuses=STATUSES)
