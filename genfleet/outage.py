@@ -53,3 +53,21 @@ def through_outage(
                            e.__class__.__name__, delay)  # fmt: skip
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def memory_warning(client: redis.Redis) -> str | None:
+    """One line for an operator when Redis refuses writes for want of memory (it is at
+    ``maxmemory`` and may not evict our keys); None when it is not, or cannot be asked."""
+    try:
+        info = client.info("memory")
+    except redis.RedisError:
+        return None
+    limit, used = int(info.get("maxmemory", 0)), int(info.get("used_memory", 0))
+    policy = str(info.get("maxmemory_policy", ""))
+    if not limit or used < limit or policy.startswith("allkeys"):
+        return None
+    return (
+        f"Redis is full ({used / 2**20:.1f} MiB used, maxmemory {limit / 2**20:.1f} MiB, "
+        f"policy {policy}): steps wait to store their results and new jobs are refused; "
+        "raise maxmemory or free memory and the job goes on by itself"
+    )

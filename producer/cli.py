@@ -131,12 +131,17 @@ def read_text(path: Path) -> str:
 @JOB_ID
 def status(job_id: str) -> None:
     """Show a job's status, steps and metrics."""
+    from genfleet.outage import memory_warning
     from producer import views
     from producer.api import get_job
     from producer.client import connect
 
     handle = get_job(check_job_id(job_id))
-    click.echo(views.status_text(handle.view(), connect().store.round(job_id), handle.batches()))
+    store = connect().store
+    click.echo(views.status_text(handle.view(), store.round(job_id), handle.batches()))
+    warning = memory_warning(store.r)
+    if warning:
+        click.echo(f"  warning: {warning}")
 
 
 @cli.command()

@@ -6,7 +6,9 @@ Slow (real calls of several seconds): marked ``slow``.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -14,9 +16,10 @@ import pytest
 import redis
 
 from genfleet import constants as C
-from genfleet.errors import GenfleetError
-from producer.pipelines import submit_tweets
-from tests.conftest import Workers, wait_for
+from genfleet.errors import GenfleetError, JobBusyError
+from producer.control import cancel
+from producer.pipelines import resume, submit_tweets
+from tests.conftest import Workers, genfleet_cmd, wait_for
 from tests.test_faults import PERSONA, calendar, own_redis, tweet_prompt_hash
 
 __all__ = ["own_redis"]  # a fixture used here
@@ -115,6 +118,11 @@ def test_redis_out_of_memory_loses_nothing_and_calls_nothing_twice(
     with pytest.raises(GenfleetError):
         submit_tweets(PERSONA, calendar(1), count=1)
     assert len(full.keys(f"{C.KEY_PREFIX}:job:*")) == jobs_before  # no orphan record
+    cli_env = {**os.environ, "REDIS_URL": own_redis["url"]}
+    status = subprocess.run(genfleet_cmd("status", handle.id), capture_output=True, text=True,
+                            env=cli_env, timeout=60)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert "warning: Redis is full" in status.stdout and "raise maxmemory" in status.stdout
     wait_for(lambda: sim.stats()["in_flight"] == 0, 60, "the paid calls to end")
     time.sleep(3)  # the results wait in memory; the next messages are popped and held
     assert worker.proc is not None and worker.proc.poll() is None
@@ -161,3 +169,21 @@ def test_wait_rides_out_a_redis_restart_and_no_step_fails(
     assert len(view.ok) == 6 and not view.failed  # no step failed by the restart
     calls = _calls(sim, cal)
     assert all(n >= 1 for n in calls.values()) and sum(calls.values()) <= 6 + 2
+
+
+def test_cancel_then_resume_while_steps_run_calls_each_step_once(sim, workers: Workers) -> None:
+    sim.configure(latency_ms=4000)  # the resume comes while two calls are in flight
+    cal = calendar(6)
+    workers.start("cr", concurrency=2)
+    handle = submit_tweets(PERSONA, cal, count=6)
+    wait_for(lambda: len(handle.view().running) == 2, 60, "two running steps")
+    cancel(handle.id)
+    with pytest.raises(JobBusyError, match="still being worked on"):
+        resume(handle.id)  # a live claim: refused, nothing re-enqueued
+    wait_for(lambda: not handle.view().running, 60, "the running steps to end")
+    resumed, missing = resume(handle.id)
+    assert len(missing) == 4
+    view = resumed.wait(timeout=120, progress=False)
+    assert view.status == C.STATUS_SUCCEEDED, view.error
+    assert len(view.ok) == 6
+    assert _calls(sim, cal) == dict.fromkeys(cal["calendar"], 1)  # no step called twice
