@@ -218,6 +218,32 @@ def test_cluster_wide_cap_on_image_calls(sim, workers: Workers, monkeypatch) -> 
     assert {r["worker"].split("@")[0] for r in handle.results()} == {"api-a", "api-b"}
 
 
+
+@pytest.mark.slow
+def test_an_image_slot_is_a_short_lease_renewed_while_the_call_runs(
+    sim, workers: Workers, monkeypatch, r: redis.Redis
+) -> None:
+    sim.configure(latency_ms=int((C.LEASE_S + 4) * 1000))  # each call outlives a lease
+    monkeypatch.setenv("IMAGE_BACKEND", "openai")
+    monkeypatch.setenv("IMAGE_BASE_URL", sim.base_url)
+    monkeypatch.setenv("IMAGE_SIZE", "32x32")
+    monkeypatch.setenv("IMAGE_GENERATION_MAX_CONCURRENT", "1")
+    workers.start(name="slot", queues=(C.QUEUE_IMAGES, C.QUEUE_CONTROL), concurrency=2)
+    sim.reset()
+    handle = submit_images(["a lighthouse at dawn", "a lighthouse at dusk"])
+    deadline = time.monotonic() + 60
+    while sim.stats()["in_flight"] < 1:
+        assert time.monotonic() < deadline, "no image call started"
+        time.sleep(0.1)
+    seconds, micros = r.time()
+    lease_keys = [k for k in r.scan_iter(f"{C.KEY_LIMITER_PREFIX}:*:leases") if ":job:" not in k]
+    expiries = [score for key in lease_keys for _, score in r.zrange(key, 0, -1, withscores=True)]
+    # A dead worker's slot would come back within LEASE_S, not after the call's timeout.
+    assert expiries and max(expiries) <= seconds + micros / 1e6 + C.LEASE_S + 0.5
+    assert handle.wait(timeout=120, progress=False).status == C.STATUS_SUCCEEDED
+    assert sim.stats()["max_in_flight"] == 1  # renewed past LEASE_S: the cap held throughout
+
+
 # --- the command line ------------------------------------------------------------------
 
 

@@ -53,12 +53,7 @@ class AsyncTaskBackend:
             headers={"Authorization": f"Bearer {self.target.key.secret}"},
             timeout=REQUEST_TIMEOUT_S,
         )
-        self.slots = ImageSlots(
-            client,
-            self.target.scope,
-            settings.image_generation_max_concurrent,
-            self.max_wait_s + 2 * REQUEST_TIMEOUT_S,
-        )
+        self.slots = ImageSlots(client, self.target.scope, settings.image_generation_max_concurrent)
 
     def generate(self, request: ImageRequest) -> Rendered:
         with self.slots.held(request) as waited:

@@ -39,9 +39,7 @@ class OpenAIImageBackend:
             max_retries=0,
             timeout=self.timeout_s,
         )
-        self.slots = ImageSlots(
-            client, self.target.scope, settings.image_generation_max_concurrent, self.timeout_s
-        )
+        self.slots = ImageSlots(client, self.target.scope, settings.image_generation_max_concurrent)
 
     def generate(self, request: ImageRequest) -> Rendered:
         with self.slots.held(request) as waited:

@@ -23,6 +23,7 @@ import httpx2
 import redis
 from PIL import Image, UnidentifiedImageError
 
+from genfleet import constants as C
 from genfleet.errors import (
     LLMError,
     PermanentLLMError,
@@ -32,10 +33,11 @@ from genfleet.errors import (
 )
 from genfleet.settings import Settings
 from workers.gateway_types import RetryLater
+from workers.heartbeat import renewing
 from workers.images.base import ContentPolicyError, ImageRequest
 from workers.images.constants import DEFAULT_API_IMAGE_MODEL
-from workers.keypool import ApiKey, keys_from_settings, lease_seconds
-from workers.limiter import ClusterLimiter, Denied, Limits, Scope
+from workers.keypool import ApiKey, keys_from_settings
+from workers.limiter import ClusterLimiter, Denied, Grant, Limits, Scope
 from workers.retry import error_for_status, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -71,10 +73,12 @@ def target_from_settings(settings: Settings) -> ApiTarget:
 class ImageSlots:
     """At most ``max_concurrent`` image calls of one scope in flight, cluster-wide."""
 
-    def __init__(self, client: redis.Redis, scope: Scope, max_concurrent: int, lease_s: float):
+    def __init__(self, client: redis.Redis, scope: Scope, max_concurrent: int) -> None:
         self.limiter = ClusterLimiter(client)
         self.scope = scope
-        self.limits = Limits(max_concurrent=max_concurrent, lease_s=lease_seconds(lease_s))
+        # A slot lives LEASE_S and is renewed while its picture is made, so a dead
+        # worker's slot comes back within seconds, as an LLM call's does.
+        self.limits = Limits(max_concurrent=max_concurrent, lease_s=C.LEASE_S)
 
     @contextmanager
     def held(self, request: ImageRequest) -> Iterator[float]:
@@ -91,7 +95,8 @@ class ImageSlots:
             )
         ok = False
         try:
-            yield time.monotonic() - started
+            with renewing(f"image slot {grant.lease_id}", lambda: self._renew(grant)):
+                yield time.monotonic() - started
             ok = True
         except RateLimitedError as e:
             cooldown = self.limiter.report_rate_limited(self.scope, self.limits, e.retry_after_s)
@@ -104,6 +109,10 @@ class ImageSlots:
             raise
         finally:
             self.limiter.release(grant, ok=ok)
+
+    def _renew(self, grant: Grant) -> None:
+        if not self.limiter.renew(grant, C.LEASE_S):
+            logger.warning("image slot %s had expired while its call ran", grant.lease_id)
 
 
 def status_error(
