@@ -24,7 +24,7 @@ from typing import IO, Any
 import click
 
 from genfleet.errors import InputError
-from producer.cli_common import OK_STATUSES, report_submitted
+from producer.cli_common import OK_STATUSES, report_submitted, spend_options
 
 # The worker side (GPU detection, backends) is imported when a command runs, so
 # 'genfleet --help' stays light.
@@ -168,13 +168,19 @@ def worker_images(gpus: str, loglevel: str) -> None:
     default=None,
     help="Folder for the pictures [default: GENFLEET_HOME/outputs/JOB].",
 )
+@spend_options
 @click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
-def submit_images_cmd(prompts_file: Path, gpu: int | None, out: Path | None, wait: bool) -> None:
-    """Generate one image per prompt."""
+def submit_images_cmd(
+    prompts_file: Path, gpu: int | None, out: Path | None, mode: str, max_cost: float | None,
+    wait: bool,
+) -> None:  # fmt: skip
+    """Generate one image per prompt (online only, no budget: see --mode, --max-cost)."""
     from producer import views
     from producer.images import read_prompts_file, submit_images
 
-    handle = submit_images(read_prompts_file(prompts_file), gpu, out_dir=out)
+    handle = submit_images(
+        read_prompts_file(prompts_file), gpu, out_dir=out, mode=mode, max_cost_usd=max_cost
+    )
     report_submitted(handle, wait=False)
     if not wait:
         return

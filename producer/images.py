@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from genfleet import constants as C
 from genfleet.errors import InputError
 from genfleet.kinds.images import KIND as IMAGES
 from genfleet.kinds.images import (
@@ -27,6 +28,7 @@ from producer.canvas import job_canvas
 from producer.client import connect
 from producer.inputs import read_text_file
 from producer.jobs import JobHandle, enqueue, make_record
+from producer.spend import check_image_spending
 
 __all__ = ["image_signature", "read_prompts_file", "submit_images"]
 
@@ -77,6 +79,8 @@ def submit_images(
     gpu: int | None = None,
     *,
     out_dir: Path | None = None,
+    mode: str = C.API_ONLINE,
+    max_cost_usd: float | None = None,
     settings: Settings | None = None,
 ) -> JobHandle:
     """Enqueue one picture per prompt; returns the job handle.
@@ -85,8 +89,10 @@ def submit_images(
     without it any image worker takes them. Pictures go to ``out_dir`` (default
     ``GENFLEET_HOME/outputs/{job_id}/`` of the worker); each step's result holds the
     path and metadata. Bad input raises ``InputError`` (or ``SettingsError``) and
-    enqueues nothing.
+    enqueues nothing. ``mode`` and ``max_cost_usd`` are the spending options every
+    submit function takes; an image job allows only their defaults (online, no budget).
     """
+    check_image_spending(mode, max_cost_usd)
     checked = check_prompts(prompts)
     if gpu is not None:
         check_gpu(gpu)

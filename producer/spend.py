@@ -60,6 +60,22 @@ def spend_spec(
     return {"api_mode": mode, "max_cost_usd": budget}
 
 
+def check_image_spending(mode: object, max_cost_usd: object) -> None:
+    """Image jobs take the spending options like every kind, with their defaults only:
+    the Batch API carries LLM calls, and pictures have no price to keep a budget by."""
+    if mode != C.API_ONLINE:
+        raise InputError(
+            f"mode={mode!r} is invalid for an image job: allowed {C.API_ONLINE} "
+            "(the Batch API carries LLM calls only)"
+        )
+    if max_cost_usd is not None:
+        check_budget(max_cost_usd)
+        raise InputError(
+            f"max_cost_usd={max_cost_usd!r} is invalid for an image job: allowed none "
+            "(pictures have no price in the price table, so a budget cannot be kept)"
+        )
+
+
 def raise_budget(store: JobStore, job_id: str, max_cost_usd: object) -> float:
     """Give a finished job a new total budget before it is resumed; returns what it
     has spent so far. The new budget must be above that."""

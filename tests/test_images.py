@@ -257,6 +257,8 @@ def test_an_image_slot_is_a_short_lease_renewed_while_the_call_runs(
         ("a cat\n", (), {"IMAGE_BACKEND": "diffusers", "IMAGE_MODEL": "/no/such/model"},
          "IMAGE_MODEL=/no/such/model: no such model folder"),
         (None, (), {}, "no such file"),
+        ("a cat\n", ("--mode", "batch"), {}, "allowed online (the Batch API carries LLM calls"),
+        ("a cat\n", ("--max-cost", "2"), {}, "invalid for an image job: allowed none"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_nothing_enqueued(
