@@ -20,42 +20,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+
+from simulator.garbage import PatternRules, parse_rule
 
 MALFORMED_KINDS = frozenset({"html", "empty", "not_json", "{}", "no_choices", "null_content"})
 
 
 def parse_malformed_rule(rule: str) -> tuple[str, int | None]:
     """``"html*2"`` -> (``"html"``, 2); ``"empty"`` -> (``"empty"``, None)."""
-    kind, _, times = rule.partition("*")
-    if kind not in MALFORMED_KINDS:
-        allowed = ", ".join(sorted(MALFORMED_KINDS))
-        raise ValueError(f"malformed kind {kind!r} must be one of {allowed}")
-    if times and (not times.isdigit() or int(times) < 1):
-        raise ValueError(f"malformed rule {rule!r}: the count after * must be a positive integer")
-    return kind, int(times) if times else None
+    return parse_rule(rule, MALFORMED_KINDS, "malformed")
 
 
-class Malformed:
-    """Which requests get a malformed body, counting rules limited to N uses."""
+class Malformed(PatternRules):
+    """Which requests get a malformed body."""
 
-    def __init__(self) -> None:
-        self.used: Counter[str] = Counter()
-
-    def kind_for(self, rules: Mapping[str, str], text: str) -> str | None:
-        for pattern, rule in rules.items():
-            if pattern not in text:
-                continue
-            kind, times = parse_malformed_rule(rule)
-            if times is not None and self.used[pattern] >= times:
-                continue
-            self.used[pattern] += 1
-            return kind
-        return None
+    kinds = MALFORMED_KINDS
+    what = "malformed"
 
 
 def malformed_response(kind: str, good: dict[str, Any]) -> web.Response:

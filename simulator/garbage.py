@@ -16,13 +16,16 @@ from typing import Any
 KINDS = frozenset({"invalid", "truncated", "empty", "short", "echo"})
 
 
-def parse_rule(rule: str) -> tuple[str, int | None]:
-    """``"short*2"`` -> (``"short"``, 2); ``"empty"`` -> (``"empty"``, None)."""
+def parse_rule(
+    rule: str, kinds: frozenset[str] = KINDS, what: str = "garbage"
+) -> tuple[str, int | None]:
+    """``"short*2"`` -> (``"short"``, 2); ``"empty"`` -> (``"empty"``, None).
+    ``kinds``: the kinds allowed; ``what``: the rules' name in an error."""
     kind, _, times = rule.partition("*")
-    if kind not in KINDS:
-        raise ValueError(f"garbage kind {kind!r} must be one of {', '.join(sorted(KINDS))}")
+    if kind not in kinds:
+        raise ValueError(f"{what} kind {kind!r} must be one of {', '.join(sorted(kinds))}")
     if times and (not times.isdigit() or int(times) < 1):
-        raise ValueError(f"garbage rule {rule!r}: the count after * must be a positive integer")
+        raise ValueError(f"{what} rule {rule!r}: the count after * must be a positive integer")
     return kind, int(times) if times else None
 
 
@@ -45,8 +48,12 @@ def spoil(content: str, kind: str, prompt: str = "") -> str:
     return json.dumps(doc, ensure_ascii=False)
 
 
-class Garbage:
-    """Which requests get a spoiled answer, counting rules limited to N uses."""
+class PatternRules:
+    """Which requests a set of ``{pattern: "kind[*N]"}`` rules picks, counting rules
+    limited to N uses."""
+
+    kinds: frozenset[str] = KINDS
+    what = "garbage"
 
     def __init__(self) -> None:
         self.used: Counter[str] = Counter()
@@ -55,12 +62,16 @@ class Garbage:
         for pattern, rule in rules.items():
             if pattern not in text:
                 continue
-            kind, times = parse_rule(rule)
+            kind, times = parse_rule(rule, self.kinds, self.what)
             if times is not None and self.used[pattern] >= times:
                 continue
             self.used[pattern] += 1
             return kind
         return None
+
+
+class Garbage(PatternRules):
+    """Which requests get a spoiled answer."""
 
     def apply(self, choices: list[dict[str, Any]], kind: str, prompt: str = "") -> None:
         for choice in choices:

@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any
 
 import redis
 
@@ -51,20 +50,6 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
 
-
-def request_body(request: ChatRequest) -> dict[str, Any]:
-    """The chat completions body of a request (the same online and in a batch)."""
-    body: dict[str, Any] = {
-        "model": request.model,
-        "messages": request.messages,
-        "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
-    }
-    if request.response_format is not None:
-        body["response_format"] = request.response_format
-    if request.seed is not None:
-        body["seed"] = request.seed
-    return body
 
 
 def request_id(job_id: str, step: str, request: ChatRequest, round_: int = 0) -> str:
@@ -147,7 +132,7 @@ class BatchCalls:
         fields = {
             "job_id": ctx.job_id, "step": ctx.step, "key_id": key.key_id,
             "provider": key.provider, "model": request.model, "state": "pending",
-            "body": json.dumps(request_body(request), ensure_ascii=False),
+            "body": json.dumps(request.body(), ensure_ascii=False),
             "day": ask.day_key if ask.day_max > 0 else "", "queued_at": f"{time.time():.3f}",
             "budget": "1" if ask.active else "",
         }  # fmt: skip

@@ -17,6 +17,20 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None
     seed: int | None = None  # a version index: keeps parallel versions distinct
 
+    def body(self) -> dict[str, Any]:
+        """The chat completions body (the same online and in a batch input file)."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": self.messages,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        }
+        if self.response_format is not None:
+            body["response_format"] = self.response_format
+        if self.seed is not None:
+            body["seed"] = self.seed
+        return body
+
 
 @dataclass
 class ChatResult:

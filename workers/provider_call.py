@@ -44,7 +44,7 @@ def call_chat(
     where = _Where(provider, request.model)
     try:
         with client.chat.completions.with_streaming_response.create(
-            **_kwargs(request), timeout=timeout_s
+            **request.body(), timeout=timeout_s
         ) as response:
             status = response.status_code
             if on_headers is not None:
@@ -65,19 +65,6 @@ def call_chat(
     result.seconds = time.monotonic() - started
     return result
 
-
-def _kwargs(request: ChatRequest) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "model": request.model,
-        "messages": request.messages,
-        "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
-    }
-    if request.response_format is not None:
-        kwargs["response_format"] = request.response_format
-    if request.seed is not None:
-        kwargs["seed"] = request.seed
-    return kwargs
 
 
 @dataclass(frozen=True)
