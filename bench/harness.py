@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genfleet.embedded import EmbeddedRedis
+from genfleet.records import JobView
 from producer.client import forget_default
+from producer.jobs import JobHandle
 from producer.processes import ChildProcess, start_worker
 from simulator.process import SimulatorProcess
 
@@ -37,6 +40,16 @@ class Cluster:
     redis_url: str
     sim: SimulatorProcess
     workers: list[ChildProcess]
+
+
+def timed(submit: Callable[[], JobHandle]) -> tuple[float, JobView]:
+    """Wall time from submit to the job's stored final status; a bench job must succeed."""
+    started = time.perf_counter()
+    view = submit().wait(progress=False)
+    wall = time.perf_counter() - started
+    if view.status != "succeeded":
+        raise SystemExit(f"bench job {view.id} ended {view.status}: {view.error}")
+    return wall, view
 
 
 @contextlib.contextmanager

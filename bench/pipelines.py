@@ -13,37 +13,26 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import WorkerSpec, cluster  # noqa: E402
-from genfleet.records import JobView  # noqa: E402
-from producer.jobs import JobHandle  # noqa: E402
+from bench.harness import WorkerSpec, cluster, timed  # noqa: E402
 from producer.pipelines import submit_batch, submit_persona, submit_tweets  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REPEAT = 2
 
 
-def _timed(submit: Callable[[], JobHandle]) -> tuple[float, JobView]:
-    started = time.perf_counter()
-    view = submit().wait(progress=False)
-    wall = time.perf_counter() - started
-    if view.status != "succeeded":
-        raise SystemExit(f"bench job {view.id} ended {view.status}: {view.error}")
-    return wall, view
 
 
 def persona_rows(latency_ms: int) -> list[tuple[str, float]]:
     with cluster({"latency_ms": latency_ms}, [WorkerSpec("persona", 8)]):
-        _timed(lambda: submit_persona(EXAMPLES / "face.png"))  # warm-up
-        serial = [_timed(lambda: submit_persona(EXAMPLES / "face.png", parallel=False))[0]
+        timed(lambda: submit_persona(EXAMPLES / "face.png"))  # warm-up
+        serial = [timed(lambda: submit_persona(EXAMPLES / "face.png", parallel=False))[0]
                   for _ in range(REPEAT)]  # fmt: skip
-        graph = [_timed(lambda: submit_persona(EXAMPLES / "face.png"))[0] for _ in range(REPEAT)]
+        graph = [timed(lambda: submit_persona(EXAMPLES / "face.png"))[0] for _ in range(REPEAT)]
     return [("seven stages in sequence", statistics.median(serial)),
             ("stages as a graph", statistics.median(graph))]  # fmt: skip
 
@@ -54,8 +43,8 @@ def tweet_run(latency_ms: int, limit: int, count: int) -> float:
     persona = EXAMPLES / "personas" / "mika.json"
     workers = [WorkerSpec("tw1", limit // 2), WorkerSpec("tw2", limit - limit // 2)]
     with cluster({"latency_ms": latency_ms}, workers, {"LLM_MAX_CONCURRENT": str(limit)}):
-        _timed(lambda: submit_tweets(persona, calendar, 10))  # warm-up
-        walls = [_timed(lambda: submit_tweets(persona, calendar, count))[0] for _ in range(REPEAT)]
+        timed(lambda: submit_tweets(persona, calendar, 10))  # warm-up
+        walls = [timed(lambda: submit_tweets(persona, calendar, count))[0] for _ in range(REPEAT)]
     return statistics.median(walls)
 
 
@@ -64,7 +53,7 @@ def batch_rows() -> list[dict[str, float]]:
     rows = []
     with cluster({"latency_ms": 300, "per_token_ms": 1.0}, [WorkerSpec("batch", 8)]):
         for batch_size in (1, 5):
-            wall, view = _timed(partial(
+            wall, view = timed(partial(
                 submit_batch, "cloze", "ja", [3, 4], topics, per_combo=5,
                 batch_size=batch_size, concurrency=4, retries=2,
             ))  # fmt: skip

@@ -20,15 +20,12 @@ import json
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import WorkerSpec, cluster  # noqa: E402
+from bench.harness import WorkerSpec, cluster, timed  # noqa: E402
 from genfleet.records import JobView  # noqa: E402
-from producer.jobs import JobHandle  # noqa: E402
 from producer.pipelines import submit_persona, submit_tweets  # noqa: E402
 from producer.recipes import submit_recipe  # noqa: E402
 
@@ -48,13 +45,6 @@ TWO_STAGES = {
 }  # fmt: skip
 
 
-def _timed(submit: Callable[[], JobHandle]) -> tuple[float, JobView]:
-    started = time.perf_counter()
-    view = submit().wait(progress=False)
-    wall = time.perf_counter() - started
-    if view.status != "succeeded":
-        raise SystemExit(f"bench job {view.id} ended {view.status}: {view.error}")
-    return wall, view
 
 
 def critical_path(view: JobView, names: list[list[str]]) -> int:
@@ -80,9 +70,9 @@ def tweets_vs_recipe(rows: int, limit: int, latency_ms: int) -> list[tuple[str, 
     env = {"LLM_MAX_CONCURRENT": str(limit)}
     out = []
     with cluster({"latency_ms": latency_ms}, workers, env):
-        _timed(lambda: submit_recipe(TWO_STAGES, topic_rows[:20]))  # warm-up
-        tweets = [_timed(lambda: submit_tweets(personas, calendar, days))[0] for _ in range(REPEAT)]
-        recipe = [_timed(lambda: submit_recipe(TWO_STAGES, topic_rows))[0] for _ in range(REPEAT)]
+        timed(lambda: submit_recipe(TWO_STAGES, topic_rows[:20]))  # warm-up
+        tweets = [timed(lambda: submit_tweets(personas, calendar, days))[0] for _ in range(REPEAT)]
+        recipe = [timed(lambda: submit_recipe(TWO_STAGES, topic_rows))[0] for _ in range(REPEAT)]
     out.append((f"built-in tweets: 4 personas x {days} days", 4 * days, statistics.median(tweets)))
     out.append((f"recipe: {rows} rows x 2 stages", 2 * rows, statistics.median(recipe)))
     return out
@@ -94,10 +84,10 @@ def persona_runs(latency_ms: int) -> list[tuple[str, int, float, int]]:
         rows = Path(tmp) / "faces.jsonl"
         rows.write_text(json.dumps({"image": str(EXAMPLES / "face.png")}) + "\n")
         with cluster({"latency_ms": latency_ms}, [WorkerSpec("persona", 8)]):
-            _timed(lambda: submit_persona(EXAMPLES / "face.png"))  # warm-up
-            built = [_timed(lambda: submit_persona(EXAMPLES / "face.png")) for _ in range(REPEAT)]
+            timed(lambda: submit_persona(EXAMPLES / "face.png"))  # warm-up
+            built = [timed(lambda: submit_persona(EXAMPLES / "face.png")) for _ in range(REPEAT)]
             recipe_file = EXAMPLES / "recipes" / "persona.yaml"
-            made = [_timed(lambda: submit_recipe(recipe_file, rows)) for _ in range(REPEAT)]
+            made = [timed(lambda: submit_recipe(recipe_file, rows)) for _ in range(REPEAT)]
     return [
         ("built-in persona job", 7, statistics.median(w for w, _ in built),
          critical_path(built[0][1], [[f"p1.{s}" for s in chain]])),

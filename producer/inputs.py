@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from genfleet.errors import InputError
+from genfleet.kinds.checks import CONTROL_CATEGORIES, one_line
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -27,23 +28,6 @@ MAX_JSON_FILE_BYTES = 2 * 1024 * 1024
 MAX_TOPIC_CHARS = 200
 MAX_TOPICS = 1000
 MAX_TOPICS_FILE_BYTES = 2 * 1024 * 1024
-_CONTROL = frozenset({"Cc", "Zl", "Zp"})  # controls, line and paragraph separators
-
-
-def one_line(error: ValidationError, source: str) -> str:
-    """The first problem of a pydantic error as ``SOURCE: field: problem``."""
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "value"
-    shown = first.get("input")
-    value = f" (got {_short_repr(shown)})" if isinstance(shown, int | float | str) else ""
-    return f"{source}: {where}: {first['msg'].removeprefix('Value error, ')}{value}"
-
-
-def _short_repr(value: object, max_chars: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= max_chars else f"{text[:max_chars]}... ({len(text)} characters)"
-
-
 def expand_glob(pattern: str, what: str) -> list[Path]:
     """Files matching a glob, sorted; none is an error."""
     paths = sorted(Path(p) for p in glob.glob(pattern))
@@ -166,7 +150,7 @@ def read_topics(path: Path) -> list[str]:
 
 def has_control_chars(text: str) -> bool:
     """True if ``text`` holds a line break or another control character (tab aside)."""
-    return any(c != "\t" and unicodedata.category(c) in _CONTROL for c in text)
+    return any(c != "\t" and unicodedata.category(c) in CONTROL_CATEGORIES for c in text)
 
 
 def check_topics(topics: list[str], source: str = "topics") -> list[str]:

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from genfleet.errors import InputError
 
-_CONTROL = frozenset({"Cc", "Zl", "Zp"})  # controls, line and paragraph separators
+CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})  # controls, line and paragraph separators
 
 
 def one_line(error: ValidationError, source: str) -> str:
@@ -41,4 +41,4 @@ def check_text(name: str, value: object, max_chars: int) -> str:
 
 def has_control_chars(text: str) -> bool:
     """True if ``text`` holds a line break or another control character (tab aside)."""
-    return any(c != "\t" and unicodedata.category(c) in _CONTROL for c in text)
+    return any(c != "\t" and unicodedata.category(c) in CONTROL_CATEGORIES for c in text)
