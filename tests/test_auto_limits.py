@@ -77,6 +77,7 @@ def test_auto_rpm_paces_every_worker_without_429s(sim, workers: Workers, monkeyp
     assert sim.stats()["by_status"] == {"200": 71}
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_auto_tpm_learns_the_cap_and_the_providers_count(sim, workers: Workers, r) -> None:
     sim.configure(tpm=6000, latency_ms=20)
     workers.start(concurrency=4, LLM_TPM_LIMIT="auto", LLM_MAX_TOKENS=1024)

@@ -61,6 +61,7 @@ def test_a_batch_job_costs_the_batch_price_and_makes_no_online_call(
     assert "(Batch API prices)" in out.stdout
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_a_failed_line_fails_only_its_step(sim, workers: Workers) -> None:
     sim.configure(batch_seconds=0.3, fail_patterns={"version 2 of 4": 500})
     _start(workers)
@@ -77,6 +78,7 @@ def test_a_failed_line_fails_only_its_step(sim, workers: Workers) -> None:
     assert sim.stats()["batch_lines"] == 5
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_an_expired_batch_is_resubmitted_once_then_fails(sim, workers: Workers) -> None:
     # The first two batches expire with half their lines answered: of 6 requests, 3
     # are answered, 3 re-submitted, of which 1 is answered and 2 fail (when the first
@@ -95,6 +97,7 @@ def test_an_expired_batch_is_resubmitted_once_then_fails(sim, workers: Workers) 
     assert statuses.count("expired") == 2
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_an_expired_batch_is_resubmitted_and_the_job_completes(sim, workers: Workers) -> None:
     sim.configure(batch_seconds=0.3, batch_expire_first=1)
     _start(workers)
@@ -105,6 +108,7 @@ def test_an_expired_batch_is_resubmitted_and_the_job_completes(sim, workers: Wor
     assert sorted(stats["chat_by_prompt"].values()) == [1] * 6
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_persona_stages_advance_round_by_round(sim, workers: Workers) -> None:
     sim.configure(batch_seconds=0.3)
     _start(workers)
@@ -135,6 +139,7 @@ def test_cancel_cancels_the_batches_at_the_provider(sim, workers: Workers) -> No
     assert sim.stats()["batch_lines"] == 0
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_a_budget_holds_in_batch_mode(sim, workers: Workers) -> None:
     # A request reserves its worst case at the batch price (about $0.00033): $0.001
     # admits three of the eight.

@@ -23,6 +23,7 @@ def test_version_is_the_installed_packages() -> None:
     assert out.stdout.strip() == f"genfleet {version('genfleet')}"
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_two_llm_workers_on_one_host_get_different_names(env, tmp_path: Path) -> None:
     procs = []
     try:
@@ -121,6 +122,7 @@ def test_watch_exits_1_for_a_cancelled_job_as_submit_wait_does(env) -> None:
     assert "speed-up n/a (cancelled)" in watched.stdout
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_results_jsonl_has_a_line_per_item_and_per_failed_step(
     sim, workers, env, tmp_path: Path
 ) -> None:
@@ -260,6 +262,7 @@ def _bad_files(tmp_path: Path) -> dict[str, str]:
           "examples/calendars/mika.json"), "a number in it is too long"),
     ],
 )  # fmt: skip
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_silent_surprises_are_one_line_refusals(env, r, tmp_path: Path, args, needle) -> None:
     files = _bad_files(tmp_path)
     argv = [files.get(a, a) for a in args]
@@ -281,6 +284,7 @@ def test_plain_celery_without_redis_url_says_which_redis_it_uses(tmp_path: Path)
     assert "redis://127.0.0.1:6379/0" in out.stderr
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_image_job_status_shows_pictures_not_zero_tokens(workers, env) -> None:
     from producer.images import submit_images
 
@@ -294,6 +298,7 @@ def test_image_job_status_shows_pictures_not_zero_tokens(workers, env) -> None:
     assert f"{handle.id}/0000-img1.png" in out.stdout
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_metrics_starts_while_redis_is_down_and_reports_it(env, tmp_path: Path) -> None:
     import urllib.request
 
@@ -322,6 +327,7 @@ def test_metrics_starts_while_redis_is_down_and_reports_it(env, tmp_path: Path) 
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_structured_steps_record_the_key_they_used(sim, workers) -> None:
     from producer.pipelines import submit_batch, submit_tweets
 

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from genfleet import constants as C
@@ -85,6 +86,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_stats_json_shows_workers_keys_and_429s(sim, workers: Workers, env) -> None:
     _run_job_with_429s(sim, workers)
     done = subprocess.run(
@@ -123,6 +125,7 @@ def _scrape(port: int) -> dict[str, float]:
     return values
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_exporter_matches_the_simulators_counts(sim, workers: Workers, env, tmp_path) -> None:
     view = _run_job_with_429s(sim, workers)
     port = free_port()
@@ -172,6 +175,7 @@ def test_exporter_on_a_port_in_use_says_so_in_one_line(env) -> None:
     ]
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_flower_with_basic_auth_shows_tasks_without_the_key(
     sim, workers: Workers, env, tmp_path
 ) -> None:

@@ -56,6 +56,7 @@ def test_recipe_rows_run_their_graph_and_results_are_one_line_a_row(
     assert f"{job_id:<28} product-blurbs" in jobs.stdout
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_failed_stage_skips_its_dependants_and_resume_reruns_only_those(
     sim, workers: Workers, env, tmp_path: Path
 ) -> None:

@@ -107,6 +107,7 @@ def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Com
     )
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_api_keys_never_reach_redis_logs_or_output(
     sim, workers: Workers, r: redis.Redis, redis_url: str, env: dict[str, str], monkeypatch
 ) -> None:
@@ -272,6 +273,7 @@ def _wrong_password_line(server: RedisServer, env: dict[str, str], extra: dict[s
     return lines[0]
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_password_protected_redis(sim, workers: Workers, env: dict[str, str], tmp_path) -> None:
     with redis_server(tmp_path / "redis") as server:
         seen = _job_end_to_end(server, workers, env, sim, {})
@@ -279,6 +281,7 @@ def test_password_protected_redis(sim, workers: Workers, env: dict[str, str], tm
         _wrong_password_line(server, env, {})
 
 
+@pytest.mark.slow  # long: `pytest -m slow`; .ci/run runs it
 def test_rediss_with_a_verified_certificate(
     sim, workers: Workers, env: dict[str, str], tmp_path
 ) -> None:
