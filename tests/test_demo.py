@@ -48,12 +48,19 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
     assert _ours(home) == []  # Redis, simulator and worker were all stopped
 
 
+def _ctrl_c_as_on_a_terminal() -> None:
+    """A command started in the background by a shell (``.ci/run &``) inherits SIGINT
+    ignored; the demo's user presses Ctrl-C at a terminal, where it is not."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow  # a long fault or load test: `pytest -m slow`
 def test_ctrl_c_twice_cancels_the_job_and_stops_everything(env, r, home: Path) -> None:
     demo_env = {k: v for k, v in env.items() if not k.startswith("OPENAI_")}  # its simulator
     proc = subprocess.Popen(
         [sys.executable, "-m", "producer.cli", "demo", "--latency-ms", "20000"],
         env=demo_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ctrl_c_as_on_a_terminal,
     )  # fmt: skip
     assert proc.stderr is not None
     seen = []

@@ -154,7 +154,10 @@ def test_misbehaving_provider(sim, workers: Workers) -> None:
         latency_ms=20, retry_after_s=0.05, timeout_s=3,
         error_rates={"429": 0.2, "503": 0.1, "timeout": 0.02},
     )  # fmt: skip
-    env = {"LLM_MAX_RETRIES": "5", "LLM_TIMEOUT_S": "0.5"}
+    # LLM_TIMEOUT_S is a deadline for the whole call: short of the simulator's 3 s
+    # timeouts, and wide enough that no 20 ms answer on a busy machine is abandoned (the
+    # provider would count an abandoned answer as a second 200).
+    env = {"LLM_MAX_RETRIES": "5", "LLM_TIMEOUT_S": "2"}
     workers.start("m1", concurrency=8, **env)
     workers.start("m2", concurrency=8, **env)
     handle = submit_tweets([PERSONA] * 5, calendar(100), count=100)
