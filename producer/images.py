@@ -9,7 +9,6 @@ queue that every image worker reads. Prompts are job inputs in Redis
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from genfleet.kinds.images import (
 from genfleet.settings import Settings, load_settings
 from producer.canvas import job_canvas
 from producer.client import connect
-from producer.inputs import read_text_file
+from producer.inputs import parse_json, read_text_file
 from producer.jobs import JobHandle, enqueue, make_record
 from producer.spend import check_image_spending
 
@@ -116,14 +115,7 @@ def read_prompts_file(path: Path) -> list[str]:
     text = read_text_file(path, MAX_PROMPTS_FILE_BYTES)
     if not text.lstrip().startswith(("[", "{")):
         return [line.strip() for line in text.splitlines() if line.strip()]
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    except RecursionError:
-        raise InputError(f"{path}: JSON nested too deeply") from None
-    except ValueError as e:  # e.g. a number of more than 4300 digits
-        raise InputError(f"{path}: not readable JSON ({e})") from None
+    data = parse_json(text, path)
     if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
         raise InputError(f"{path}: a JSON prompts file must be a list of texts")
     return data

@@ -170,3 +170,16 @@ def check_topics(topics: list[str], source: str = "topics") -> list[str]:
                 f"{source}: topic {n} has {len(topic)} characters, allowed {MAX_TOPIC_CHARS}"
             )
     return topics
+
+
+def parse_json(text: str, path: Path) -> Any:
+    """A file's JSON, or one ``InputError`` line naming the file and the problem."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply") from None
+    except ValueError as e:  # e.g. a number of more than 4300 digits
+        raise InputError(f"{path}: not readable JSON ({e})") from None
+    return data

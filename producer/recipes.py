@@ -186,12 +186,9 @@ def _jsonl_rows(text: str, path: Path) -> list[Any]:
 
 
 def _json_rows(text: str, path: Path) -> list[Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    except RecursionError:
-        raise InputError(f"{path}: JSON nested too deeply") from None
+    from producer.inputs import parse_json
+
+    data = parse_json(text, path)
     if not isinstance(data, list):
         raise InputError(f"{path}: a JSON input file is a list of objects, one per row")
     return data
