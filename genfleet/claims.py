@@ -20,7 +20,7 @@ import redis
 
 from genfleet import constants as C
 
-_PRELUDE = """
+CLAIM_PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local function parse(value)
@@ -34,7 +34,7 @@ end
 # Returns {1, '', '0'} when the caller holds the claim now ({2, ...} if it took over
 # an expired one), else {0, owner, seconds left}.
 _CLAIM = (
-    _PRELUDE
+    CLAIM_PRELUDE
     + """
 local owner, expiry = parse(redis.call('HGET', KEYS[1], ARGV[1]))
 if owner and owner ~= ARGV[2] and expiry > now then
@@ -45,6 +45,19 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. until_)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 if owner and owner ~= ARGV[2] then return {2, owner, '0'} end
 return {1, '', '0'}
+"""
+)
+
+# KEYS[1] claims hash; ARGV: 1 step, 2 owner, 3 lease_s. Extends the claim if it is
+# still the owner's (a claim given back with the step's result is not brought back).
+_RENEW = (
+    CLAIM_PRELUDE
+    + """
+local owner = parse(redis.call('HGET', KEYS[1], ARGV[1]))
+if owner ~= ARGV[2] then return 0 end
+local until_ = string.format('%.3f', now + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. until_)
+return 1
 """
 )
 
@@ -59,7 +72,7 @@ return 0
 
 # KEYS[1] claims hash. Returns the step ids whose claims are live.
 _LIVE = (
-    _PRELUDE
+    CLAIM_PRELUDE
     + """
 local live = {}
 local all = redis.call('HGETALL', KEYS[1])
@@ -96,6 +109,7 @@ class StepClaims:
         self.lease_s = lease_s
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(_RENEW)
         self._live = client.register_script(_LIVE)
 
     def claim(self, job_id: str, step_id: str, owner: str) -> Claim:
@@ -106,6 +120,12 @@ class StepClaims:
         if code == 0:
             return Claim(held=False, owner=other, left_s=left)
         return Claim(held=True, owner=other, took_over=code == 2)
+
+    def renew(self, job_id: str, step_id: str, owner: str) -> bool:
+        """Extend ``owner``'s claim by a lease; False (nothing changes) once it is not
+        theirs: given back with the result, or expired and taken over."""
+        key = C.KEY_JOB_CLAIMS.format(job_id=job_id)
+        return bool(self._renew(keys=[key], args=[step_id, owner, self.lease_s]))
 
     def release(self, job_id: str, step_id: str, owner: str) -> bool:
         """Drop the step's claim if ``owner`` still holds it."""

@@ -11,11 +11,12 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 from genfleet import constants as C
+from genfleet.claims import CLAIM_PRELUDE
 from genfleet.errors import JobBusyError, JobNotFoundError
 from genfleet.records import JobMetrics, JobRecord, JobView, StepResult
 
@@ -46,9 +47,54 @@ if job[2] == ARGV[3] then redis.call('HSET', KEYS[1], 'status', ARGV[4]) end
 return {false, job[1]}
 """
 
-# A step's result, in one call. KEYS: JobKeys.all() (job, ok, failed, running, inputs).
-# ARGV: 1 step, 2 result JSON, 3 '1' for a success, 4 TTL s, 5.. the ended statuses (a
-# step of a cancelled job finishing late starts its keys' TTL). Returns 1 if stored.
+# A delivery of a step begins, in one call: what ``JobStore.begin_step`` returns.
+# KEYS: JobKeys.all(). ARGV: 1 step, 2 owner, 3 lease s, 4 wall time, 5 queued, 6 running,
+# 7 cancelled. Replies, by their first element:
+#   'done', result, complete    a success is stored (complete: the job's last step is)
+#   'gone'                      no such job
+#   'cancelled'
+#   'busy', owner, seconds left another live attempt holds the step's claim
+#   'go', record, round, tried, took over from
+#                               claimed (tried: an earlier attempt of this run failed or
+#                               died holding it, the owner then), marked running
+_BEGIN_STEP = (
+    CLAIM_PRELUDE
+    + """
+local ok = redis.call('HGET', KEYS[2], ARGV[1])
+local job = redis.call('HMGET', KEYS[1], 'record', 'status', 'round', 'finish_by', 'total')
+if ok then
+  local complete = 0
+  if job[4] == 'count' and job[2] == ARGV[6] then
+    local done = redis.call('HLEN', KEYS[2]) + redis.call('HLEN', KEYS[3])
+    if done >= tonumber(job[5]) then complete = 1 end
+  end
+  return {'done', ok, complete, job[3] or '0'}
+end
+if not job[1] then return {'gone'} end
+if job[2] == ARGV[7] then return {'cancelled'} end
+local owner, expiry = parse(redis.call('HGET', KEYS[6], ARGV[1]))
+if owner and owner ~= ARGV[2] and expiry > now then
+  return {'busy', owner, string.format('%.3f', expiry - now)}
+end
+local until_ = string.format('%.3f', now + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[6], ARGV[1], ARGV[2] .. ' ' .. until_)
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
+if job[2] == ARGV[5] then
+  redis.call('HSET', KEYS[1], 'status', ARGV[6])
+  redis.call('HSETNX', KEYS[1], 'started_at', ARGV[4])
+end
+local took, tried = '', 0
+if owner and owner ~= ARGV[2] then took, tried = owner, 1 end
+if tried == 0 and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then tried = 1 end
+return {'go', job[1], job[3] or '0', tried, took}
+"""
+)
+
+# A step's result, in one call; the step's claim is given back with it. KEYS:
+# JobKeys.all() (job, ok, failed, running, inputs, claims). ARGV: 1 step, 2 result
+# JSON, 3 '1' for a success, 4 TTL s, 5 the claim's owner ('' for none), 6 running,
+# 7.. the ended statuses (a step of a cancelled job finishing late starts its keys'
+# TTL). Returns {1 if stored, 1 if this completes a job finished by count, round}.
 _SAVE_STEP = """
 local written = 1
 if ARGV[3] == '1' then
@@ -58,18 +104,31 @@ else
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 end
 redis.call('HDEL', KEYS[4], ARGV[1])
-local cur = redis.call('HGET', KEYS[1], 'status')
-for i = 5, #ARGV do
-  if cur == ARGV[i] then
-    for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, tonumber(ARGV[4])) end
-    break
+if ARGV[5] ~= '' then
+  local claim = redis.call('HGET', KEYS[6], ARGV[1])
+  if claim and string.sub(claim, 1, #ARGV[5] + 1) == ARGV[5] .. ' ' then
+    redis.call('HDEL', KEYS[6], ARGV[1])
   end
 end
-return written
+local job = redis.call('HMGET', KEYS[1], 'status', 'finish_by', 'total', 'round')
+local cur = job[1]
+for i = 7, #ARGV do
+  if cur == ARGV[i] then
+    for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, tonumber(ARGV[4])) end
+    return {written, 0, job[4] or '0'}
+  end
+end
+local complete = 0
+if job[2] == 'count' and cur == ARGV[6] then
+  local done = redis.call('HLEN', KEYS[2]) + redis.call('HLEN', KEYS[3])
+  if done >= tonumber(job[3]) then complete = 1 end
+end
+return {written, complete, job[4] or '0'}
 """
 
-# genfleet resume's one decision. KEYS: job hash, claims hash. ARGV: the statuses a
-# job may be resumed from. Returns {1, round}; {0, status} when the job is not one of
+# genfleet resume's one decision. KEYS: job hash, claims hash, failed hash (the failures
+# it re-runs are forgotten: they are waiting again). ARGV: the statuses a job may be
+# resumed from. Returns {1, round}; {0, status} when the job is not one of
 # them; {-1, step} while a step still holds a live claim (an attempt is working on it).
 _REOPEN = """
 local cur = redis.call('HGET', KEYS[1], 'status')
@@ -86,6 +145,7 @@ for i = 1, #claims, 2 do
 end
 redis.call('HSET', KEYS[1], 'status', 'running')
 redis.call('HDEL', KEYS[1], 'finished_at', 'summary')
+redis.call('DEL', KEYS[3])
 return {1, redis.call('HINCRBY', KEYS[1], 'round', 1)}
 """
 
@@ -101,6 +161,7 @@ class JobKeys:
     failed: str
     running: str
     inputs: str
+    claims: str
 
     @classmethod
     def of(cls, job_id: str) -> JobKeys:
@@ -110,10 +171,11 @@ class JobKeys:
             failed=C.KEY_JOB_FAILED.format(job_id=job_id),
             running=C.KEY_JOB_RUNNING.format(job_id=job_id),
             inputs=C.KEY_JOB_INPUTS.format(job_id=job_id),
+            claims=C.KEY_JOB_CLAIMS.format(job_id=job_id),
         )
 
     def all(self) -> tuple[str, ...]:
-        return (self.job, self.ok, self.failed, self.running, self.inputs)
+        return (self.job, self.ok, self.failed, self.running, self.inputs, self.claims)
 
 
 @dataclass(frozen=True)
@@ -143,6 +205,29 @@ class JobOverview:
     tokens: tuple[int, int]  # (in, out) counted so far by the gateway
 
 
+@dataclass(frozen=True)
+class StepStart:
+    """What ``JobStore.begin_step`` found; ``record`` is set when the step may run."""
+
+    existing: StepResult | None = None  # a success is stored already
+    complete: bool = False  # ... and the job (finished by count) has all its results
+    cancelled: bool = False
+    busy_owner: str = ""  # another live attempt holds the step's claim ...
+    busy_left_s: float = 0.0  # ... this much longer
+    record: JobRecord | None = None
+    round: int = 0  # resumes so far (task ids end in .r{round})
+    tried: bool = False  # an earlier attempt in this run failed, or died holding the step
+    took_over_from: str = ""  # the attempt that died holding it
+
+
+class Saved(NamedTuple):
+    """What ``JobStore.save_step`` did."""
+
+    stored: bool
+    complete: bool
+    round: int
+
+
 def _missing(job_id: str) -> JobNotFoundError:
     return JobNotFoundError(f"no job {job_id!r} in Redis (unknown id, or expired)")
 
@@ -156,6 +241,7 @@ class JobStore:
         self._set_status_if = client.register_script(_SET_STATUS_IF)
         self._start_step = client.register_script(_START_STEP)
         self._save_step = client.register_script(_SAVE_STEP)
+        self._begin_step = client.register_script(_BEGIN_STEP)
         self._reopen = client.register_script(_REOPEN)
 
     def _touch(self, pipe: Any, job_id: str) -> None:
@@ -168,11 +254,16 @@ class JobStore:
         for key in JobKeys.of(job_id).all():
             pipe.persist(key)
 
-    def create(self, record: JobRecord, inputs: Mapping[str, str] | None = None) -> None:
+    def create(
+        self, record: JobRecord, inputs: Mapping[str, str] | None = None, *,
+        finish_by_count: bool = False,
+    ) -> None:  # fmt: skip
         """Write a new job with status ``queued``; big inputs go to their own hash.
 
         The step list is kept apart from the record, so a step reading its job's spec
-        does not parse every step id of a 10,000-step job.
+        does not parse every step id of a 10,000-step job. ``finish_by_count``: no
+        Celery chord ends the job; the step whose result completes it sends finalize
+        (``save_step`` says which one).
         """
         keys = JobKeys.of(record.id)
         with self.r.pipeline() as pipe:
@@ -183,6 +274,7 @@ class JobStore:
                     "steps": json.dumps(record.step_ids),
                     "total": len(record.step_ids),
                     "status": C.STATUS_QUEUED,
+                    **({"finish_by": "count"} if finish_by_count else {}),
                 },
             )
             if inputs:
@@ -193,7 +285,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         """Remove every trace of a job (used when its enqueue failed half-way)."""
         with self.r.pipeline() as pipe:
-            pipe.delete(*JobKeys.of(job_id).all(), C.KEY_JOB_CLAIMS.format(job_id=job_id))
+            pipe.delete(*JobKeys.of(job_id).all())
             pipe.zrem(C.KEY_JOB_INDEX, job_id)
             pipe.execute()
 
@@ -277,6 +369,31 @@ class JobStore:
             raise _missing(job_id)
         return None, JobRecord.model_validate_json(record)
 
+    def begin_step(self, job_id: str, step_id: str, owner: str, lease_s: float) -> StepStart:
+        """A delivery of a step begins, in one script call: its stored success (then
+        nothing changes), the job cancelled, another live attempt's claim, or else the
+        step claimed for ``owner`` (``genfleet.claims``) and marked running, with the
+        job's record."""
+        keys = JobKeys.of(job_id)
+        reply = self._begin_step(
+            keys=list(keys.all()),
+            args=[step_id, owner, lease_s, time.time(), C.STATUS_QUEUED, C.STATUS_RUNNING,
+                  C.STATUS_CANCELLED],
+        )  # fmt: skip
+        what = str(reply[0])
+        if what == "gone":
+            raise _missing(job_id)
+        if what == "cancelled":
+            return StepStart(cancelled=True)
+        if what == "done":
+            existing = StepResult.model_validate_json(reply[1])
+            return StepStart(existing=existing, complete=bool(int(reply[2])), round=int(reply[3]))
+        if what == "busy":
+            return StepStart(busy_owner=str(reply[1]), busy_left_s=float(reply[2]))
+        record = JobRecord.model_validate_json(reply[1])
+        return StepStart(record=record, round=int(reply[2]), tried=bool(int(reply[3])),
+                         took_over_from=str(reply[4]))
+
     def mark_started(self, job_id: str, step_id: str) -> None:
         """Record that a step began; the job becomes ``running``."""
         keys = JobKeys.of(job_id)
@@ -287,19 +404,22 @@ class JobStore:
             pipe.execute()
         self._set_status_if(keys=[keys.job], args=[C.STATUS_RUNNING, C.STATUS_QUEUED])
 
-    def save_step(self, job_id: str, result: StepResult) -> bool:
-        """Store a step's result. A success is kept only if none was stored before,
-        and it replaces the step's earlier failure (a resumed step).
+    def save_step(self, job_id: str, result: StepResult, owner: str = "") -> Saved:
+        """Store a step's result, and give back ``owner``'s claim on the step. A success
+        is kept only if none was stored before, and it replaces the step's earlier
+        failure (a resumed step).
 
-        Returns True if this call's result is the one stored.
+        ``stored`` is true if this call's result is the one stored; ``complete`` if it
+        was the last result a job finished by count waited for (send its finalize).
         """
         keys = JobKeys.of(job_id)
-        written = self._save_step(
+        written, complete, round_ = self._save_step(
             keys=list(keys.all()),
             args=[result.step_id, result.model_dump_json(), int(result.ok), self.ttl_s,
-                  *C.TERMINAL_STATUSES],
+                  owner, C.STATUS_RUNNING, *C.TERMINAL_STATUSES],
         )  # fmt: skip
-        return bool(int(written)) if result.ok else True
+        stored = bool(int(written)) if result.ok else True
+        return Saved(stored, bool(int(complete)), int(round_))
 
     def finish(self, job_id: str, status: str, metrics: JobMetrics, error: str | None) -> bool:
         """Set a final status, unless the job already ended (e.g. was cancelled)."""
@@ -339,8 +459,8 @@ class JobStore:
         with a step still being worked on (a cancelled job's running step) is refused.
         """
         keys = JobKeys.of(job_id)
-        claims = C.KEY_JOB_CLAIMS.format(job_id=job_id)
-        code, value = self._reopen(keys=[keys.job, claims], args=list(C.TERMINAL_STATUSES))
+        code, value = self._reopen(keys=[keys.job, keys.claims, keys.failed],
+                                   args=list(C.TERMINAL_STATUSES))
         if int(code) == -1:
             raise JobBusyError(
                 f"job {job_id}: step {value} is still being worked on; resume once it ends"

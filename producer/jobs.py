@@ -14,6 +14,7 @@ from genfleet import constants as C
 from genfleet.errors import GenfleetError, RedisUnavailableError
 from genfleet.outage import REDIS_DOWN, through_outage
 from genfleet.records import JobRecord, JobView
+from producer.canvas import finished_by_count
 from producer.client import Client
 from producer.progress import follow
 
@@ -82,7 +83,7 @@ def enqueue(
     nothing behind."""
     record_written = False
     try:
-        client.store.create(record, inputs)
+        client.store.create(record, inputs, finish_by_count=finished_by_count(record))
         record_written = True
         canvas.apply_async()
     except GenfleetError:

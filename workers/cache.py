@@ -27,6 +27,7 @@ import redis
 from genfleet import constants as C
 from genfleet.store import JobStore
 from workers.gateway_types import CallContext, ChatRequest, ChatResult
+from workers.ops import Ops
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ logger = logging.getLogger(__name__)
 def cache_digest(provider: str, request: ChatRequest, scope: str = "") -> str:
     """A stable hash of a request (the API key is not part of it); ``scope`` limits
     the entry to one step of one run of a job (empty: shared by every job)."""
-    shape = {"provider": provider, "scope": scope, **dataclasses.asdict(request)}
+    fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}  # no copy
+    shape = {"provider": provider, "scope": scope, **fields}
     raw = json.dumps(shape, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -47,16 +49,18 @@ class ResponseCache:
         self.ttl_s = ttl_s
         self.jobs = JobStore(client, ttl_s)  # reads the job's round only
 
-    def digest_for(self, provider: str, request: ChatRequest, ctx: CallContext) -> str:
-        """The cache entry of a call ("" when the call must not use the cache)."""
+    def digest_for(self, provider: str, request: ChatRequest, ctx: CallContext) -> tuple[str, bool]:
+        """The cache entry of a call ("" when the call must not use the cache), and
+        whether an answer may be there to read: an entry of one step of one run is
+        only worth a look when an earlier attempt of that step in that run asked."""
         if self.ttl_s <= 0 or ctx.cache is False:
-            return ""
+            return "", False
         if ctx.cache is True or request.temperature == 0:
-            return cache_digest(provider, request)
+            return cache_digest(provider, request), True
         if not ctx.job_id:
-            return ""
-        run = self.jobs.round(ctx.job_id)
-        return cache_digest(provider, request, f"{ctx.job_id}/{ctx.step}/r{run}")
+            return "", False
+        run = self.jobs.round(ctx.job_id) if ctx.run_round is None else ctx.run_round
+        return cache_digest(provider, request, f"{ctx.job_id}/{ctx.step}/r{run}"), ctx.asked_before
 
     def get(self, digest: str) -> ChatResult | None:
         raw = self.redis.get(C.KEY_CACHE.format(digest=digest))
@@ -67,5 +71,12 @@ class ResponseCache:
         return ChatResult(**hit)
 
     def put(self, digest: str, result: ChatResult) -> None:
-        payload = json.dumps(dataclasses.asdict(result), ensure_ascii=False)
-        self.redis.set(C.KEY_CACHE.format(digest=digest), payload, ex=self.ttl_s)
+        self.redis.set(C.KEY_CACHE.format(digest=digest), _payload(result), ex=self.ttl_s)
+
+    def put_op(self, ops: Ops, digest: str, result: ChatResult) -> None:
+        """``put`` as an update another script call makes (``workers.ops``)."""
+        ops.add("SETEX", C.KEY_CACHE.format(digest=digest), self.ttl_s, _payload(result))
+
+
+def _payload(result: ChatResult) -> str:
+    return json.dumps(dataclasses.asdict(result), ensure_ascii=False)

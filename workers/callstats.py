@@ -11,6 +11,7 @@ import redis
 
 from genfleet import constants as C
 from genfleet.outage import REDIS_DOWN
+from workers.ops import OPS_LUA, Ops
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +47,14 @@ class Refresher:
 
 
 class CallStats:
-    """Adds to a job's and a key's counters in one round trip."""
+    """Adds to a job's and a key's counters in one command (a script call)."""
 
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
         self.redis = client
         self.ttl_s = ttl_s
         self.refresh = Refresher(ttl_s)
         self._effective: dict[str, int] = {}
+        self._apply = client.register_script(_APPLY)
 
     def _changed(self, key: str, effective: int) -> bool:
         """Whether ``effective`` differs from what this process wrote to ``key`` last
@@ -80,28 +82,48 @@ class CallStats:
         effective_concurrency: int | None, model: str | None, counts: dict[str, int],
         cost: Cost | None,
     ) -> None:  # fmt: skip
+        ops = self.ops(
+            job_id, key_id, counts, wait_s=wait_s, effective_concurrency=effective_concurrency,
+            model=model, cost=cost,
+        )  # fmt: skip
+        if ops:
+            self._apply(keys=ops.keys, args=ops.args)
+
+    def ops(
+        self, job_id: str, key_id: str | None, counts: dict[str, int], *, wait_s: float = 0.0,
+        effective_concurrency: int | None = None, model: str | None = None,
+        cost: Cost | None = None, expire: bool = True,
+    ) -> Ops:  # fmt: skip
+        """The updates ``add`` makes, for another script call to carry (``workers.ops``).
+
+        ``expire=False`` leaves the keys' TTL to a later update of the same call (for
+        updates that may not be made: the limiter drops them when it denies)."""
         keys = [C.KEY_STATS_JOB.format(job_id=job_id)] if job_id else []
         if key_id:
             keys.append(C.KEY_STATS_KEY.format(key_id=key_id))
-        with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                for name, value in counts.items():
-                    if value:
-                        pipe.hincrby(key, name, value)
-                if wait_s > 0:
-                    pipe.hincrbyfloat(key, "limiter_wait_s", round(wait_s, 4))
-                if effective_concurrency is not None and self._changed(key, effective_concurrency):
-                    pipe.hset(key, "effective_concurrency", effective_concurrency)
-                if self.refresh.due(key):
-                    pipe.expire(key, self.ttl_s)
-            if key_id and model:  # which models a key served: genfleet stats lists them
-                models = C.KEY_MODELS.format(key_id=key_id)
-                if self.refresh.due(f"{models}\n{model}"):  # a set: adding again adds nothing
-                    pipe.sadd(models, model)
-                    pipe.expire(models, self.ttl_s)
-            if cost is not None:
-                _add_cost(pipe, keys[:1] if job_id else [], key_id, cost, self.ttl_s, self.refresh)
-            pipe.execute()
+        ops = Ops()
+        for key in keys:
+            for name, value in counts.items():
+                if value:
+                    ops.add("HINCRBY", key, name, value)
+            if wait_s > 0:
+                ops.add("HINCRBYFLOAT", key, "limiter_wait_s", round(wait_s, 4))
+            if effective_concurrency is not None and self._changed(key, effective_concurrency):
+                ops.add("HSET", key, "effective_concurrency", effective_concurrency)
+            if expire and self.refresh.due(key):
+                ops.add("EXPIRE", key, "", self.ttl_s)
+        if key_id and model:  # which models a key served: genfleet stats lists them
+            models = C.KEY_MODELS.format(key_id=key_id)
+            if self.refresh.due(f"{models}\n{model}"):  # a set: adding again adds nothing
+                ops.add("SADD", models, model, "")
+                ops.add("EXPIRE", models, "", self.ttl_s)
+        if cost is not None:
+            _add_cost(ops, keys[:1] if job_id else [], key_id, cost, self.ttl_s, self.refresh)
+        return ops
+
+
+# Counter updates in one call (one command sent, however many counters move).
+_APPLY = OPS_LUA + "apply_ops(0, 1)\nreturn 1\n"
 
 
 @dataclass(frozen=True)
@@ -113,22 +135,22 @@ class Cost:
 
 
 def _add_cost(
-    pipe: Any, job_keys: list[str], key_id: str | None, cost: Cost, ttl_s: int,
+    ops: Ops, job_keys: list[str], key_id: str | None, cost: Cost, ttl_s: int,
     refresh: Refresher,
 ) -> None:  # fmt: skip
     for key in job_keys:
         if cost.usd is None:
-            pipe.hincrby(key, "unpriced_calls", 1)
+            ops.add("HINCRBY", key, "unpriced_calls", 1)
         else:
-            pipe.hincrbyfloat(key, "cost_usd", round(cost.usd, 10))
+            ops.add("HINCRBYFLOAT", key, "cost_usd", round(cost.usd, 10))
     if key_id:
         costs = C.KEY_STATS_COST.format(key_id=key_id)
         if cost.usd is None:
-            pipe.hincrby(costs, f"{cost.model}{UNPRICED_SUFFIX}", 1)
+            ops.add("HINCRBY", costs, f"{cost.model}{UNPRICED_SUFFIX}", 1)
         else:
-            pipe.hincrbyfloat(costs, cost.model, round(cost.usd, 10))
+            ops.add("HINCRBYFLOAT", costs, cost.model, round(cost.usd, 10))
         if refresh.due(costs):
-            pipe.expire(costs, ttl_s)
+            ops.add("EXPIRE", costs, "", ttl_s)
 
 
 def read_costs(client: redis.Redis, key_id: str) -> dict[str, float | None]:

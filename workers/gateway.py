@@ -40,6 +40,7 @@ from workers.gateway_types import CallContext, ChatRequest, ChatResult, RetryLat
 from workers.heartbeat import renewing
 from workers.keypool import ApiKey, KeyPool, keys_from_settings
 from workers.limiter import ClusterLimiter, Denied, Grant, Scope
+from workers.ops import Ops
 from workers.provider_call import HeaderSink, call_chat
 from workers.ratelimit_headers import LearnedLimits
 from workers.retry import retry_delay
@@ -77,33 +78,25 @@ class LLMGateway:
         """Make the call; raises ``LLMError`` or ``RetryLater``."""
         if ctx.api_mode == C.API_BATCH:
             return self.batch.chat(request, ctx)
-        digest = self.cache.digest_for(self._cache_ns, request, ctx)
-        if digest:
+        digest, look = self.cache.digest_for(self._cache_ns, request, ctx)
+        if look:
             hit = self.cache.get(digest)
             if hit is not None:
                 self.stats.add(ctx.job_id, None, cache_hits=1)
                 logger.info("job %s step %s: answered from the cache", ctx.job_id, ctx.step)
                 return hit
-        result = self._chat_with_retries(request, ctx)
-        if digest:
-            self._cache_put(digest, result)
-        return result
+        return self._chat_with_retries(request, ctx, digest)
 
-    def _cache_put(self, digest: str, result: ChatResult) -> None:
-        try:
-            self.cache.put(digest, result)
-        except REDIS_DOWN as e:  # the answer is paid for: keep it, lose the cache entry
-            logger.warning("response not cached (%s)", e.__class__.__name__)
-
-    def _chat_with_retries(self, request: ChatRequest, ctx: CallContext) -> ChatResult:
+    def _chat_with_retries(
+        self, request: ChatRequest, ctx: CallContext, digest: str = ""
+    ) -> ChatResult:
         tally = _Tally(ctx.attempts_used, ctx.rate_limited_used)
         tokens = estimate_messages_tokens(request.messages) + request.max_tokens
         while True:
             key, grant, waited = self._admit(request, ctx, tokens, tally)
             tally.attempts += 1
-            outcome = self._attempt(key, grant, request, ctx, tally.attempts)
+            outcome = self._attempt(key, grant, request, ctx, tally.attempts, waited, digest)
             if isinstance(outcome, ChatResult):
-                self._after_success(key, grant, request.model, outcome, ctx, waited)
                 return outcome
             if isinstance(outcome, TransientLLMError):
                 tally.rate_limited += isinstance(outcome, RateLimitedError)
@@ -122,12 +115,14 @@ class LLMGateway:
             time.sleep(delay)
 
     def _attempt(
-        self, key: ApiKey, grant: Grant, request: ChatRequest, ctx: CallContext, attempts: int
-    ) -> ChatResult | LLMError:
-        """One call under its grant: the lease is renewed while the call runs and given
-        back (its budget settled) whatever happens; a 429 is reported to every worker."""
-        self.stats.add(ctx.job_id, key.key_id, calls=1)  # counted before: a crash is a call
-        ok, actual, cost = False, None, 0.0
+        self, key: ApiKey, grant: Grant, request: ChatRequest, ctx: CallContext, attempts: int,
+        waited: float, digest: str,
+    ) -> ChatResult | LLMError:  # fmt: skip
+        """One call under its grant (which counted the call: a crash is a call): the
+        lease is renewed while the call runs and given back (its budget settled)
+        whatever happens, with a success's counters and cache entry in the same
+        command; a 429 is reported to every worker."""
+        ok, actual, cost, after = False, None, 0.0, None
         try:
             with renewing(f"limiter lease {grant.lease_id}", lambda: self._renew(grant, key)):
                 result = call_chat(
@@ -137,6 +132,9 @@ class LLMGateway:
             ok, cost = True, self._price(key, request.model, result)
             # In auto-TPM mode the reservation stays: it is in the provider's units.
             actual = None if key.limits.auto_tpm else result.tokens_in + result.tokens_out
+            after = self._success_ops(key, grant, request.model, result, ctx, waited)
+            if digest:
+                self.cache.put_op(after, digest, result)
             return result
         except LLMError as e:
             error = mask_secrets(e, self.pool.secrets())
@@ -144,7 +142,7 @@ class LLMGateway:
                 self._report_rate_limited(key, request, error, ctx)
             return error
         finally:
-            self._release(grant, actual_tokens=actual, ok=ok, cost=cost)
+            self._release(grant, actual_tokens=actual, ok=ok, cost=cost, extra=after)
 
     def _price(self, key: ApiKey, model: str, result: ChatResult) -> float:
         """Set the result's cost from the price table; the cost to settle (0 if unknown)."""
@@ -178,16 +176,17 @@ class LLMGateway:
             ctx.job_id, ctx.step, key.key_id, cooldown,
         )  # fmt: skip
 
-    def _after_success(
+    def _success_ops(
         self, key: ApiKey, grant: Grant, model: str, result: ChatResult, ctx: CallContext,
         waited: float,
-    ) -> None:  # fmt: skip
+    ) -> Ops:  # fmt: skip
+        """Fill in the result's call facts; the counters a success adds."""
         result.key_id = key.key_id
         result.limiter_wait_s = round(waited, 4)
         result.effective_concurrency = grant.effective_concurrency
-        self.stats.add(
-            ctx.job_id, key.key_id, ok=1, tokens_in=result.tokens_in,
-            tokens_out=result.tokens_out, wait_s=waited,
+        counts = {"ok": 1, "tokens_in": result.tokens_in, "tokens_out": result.tokens_out}
+        return self.stats.ops(
+            ctx.job_id, key.key_id, counts, wait_s=waited,
             effective_concurrency=grant.effective_concurrency, model=model,
             cost=Cost(model, result.cost_usd),
         )  # fmt: skip
@@ -221,7 +220,8 @@ class LLMGateway:
 
     def _release(self, grant: Grant, cost: float = 0.0, **kw: Any) -> None:
         """Give the lease back and settle its budget reservation with ``cost`` (what
-        the provider billed); in a Redis outage the lease expires within ``LEASE_S``."""
+        the provider billed); in a Redis outage the lease expires within ``LEASE_S``
+        (and the counters and cache entry that rode along are lost: the answer is not)."""
         try:
             self.limiter.release(grant, **kw)
             if grant.budget is not None:
@@ -329,27 +329,28 @@ class LLMGateway:
         got = self.limiter.try_acquire(
             scope, limits, tokens, job_id=ctx.job_id,
             job_concurrency=ctx.job_concurrency, throttle_ms=ctx.throttle_ms,
-            budget=self._budget_ask(key, request, ctx),
+            budget=self._budget_ask(key, request, ctx, tokens - request.max_tokens),
+            extra=self.stats.ops(ctx.job_id, key.key_id, {"calls": 1}, expire=False),
         )  # fmt: skip
         if isinstance(got, Grant):
             self._note_effective(scope, got.effective_concurrency)
         return got
 
-    def _budget_ask(self, key: ApiKey, request: ChatRequest, ctx: CallContext) -> BudgetAsk:
+    def _budget_ask(
+        self, key: ApiKey, request: ChatRequest, ctx: CallContext, prompt_tokens: int
+    ) -> BudgetAsk:
         """The call's worst-case cost (prompt estimate + max_tokens) against the budgets."""
         cost = self.prices.cost(
-            request.model, estimate_messages_tokens(request.messages), request.max_tokens,
-            provider=key.provider,
-        )  # fmt: skip
+            request.model, prompt_tokens, request.max_tokens, provider=key.provider
+        )
         return make_ask(cost, ctx.job_id, ctx.max_cost_usd, self.settings.llm_budget_usd_per_day)
 
     def _over_budget(
         self, reason: str, request: ChatRequest, ctx: CallContext, tokens: int
     ) -> LLMError:
         key = self.pool.usable()[0]
-        error = self.budgets.exceeded(
-            reason, self._budget_ask(key, request, ctx), request.model, ctx.job_id, ctx.step
-        )
+        ask = self._budget_ask(key, request, ctx, tokens - request.max_tokens)
+        error = self.budgets.exceeded(reason, ask, request.model, ctx.job_id, ctx.step)
         logger.warning("job %s step %s: not called: %s", ctx.job_id, ctx.step, error)
         return error
 

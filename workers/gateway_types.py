@@ -64,6 +64,8 @@ class CallContext:
     max_retries: int | None = None  # the job's own retry count (None: LLM_MAX_RETRIES)
     max_cost_usd: float | None = None  # the job's budget (workers.budget)
     api_mode: str = "online"  # or "batch": through the provider's Batch API (workers.batch)
+    run_round: int | None = None  # the job's resumes so far, when the step knows it
+    asked_before: bool = True  # False: no earlier attempt of this step in this run
 
 
 class RetryLater(Exception):

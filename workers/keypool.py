@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # the SDK takes seconds to import: only workers that call loa
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROVIDER = "https://api.openai.com/v1"
+USABLE_FRESH_S = 1.0  # how long a worker trusts its last read of the locked-out keys
 LEASE_MARGIN_MAX_S = 30.0  # a lease outlives the call's timeout by up to this much
 
 
@@ -141,15 +143,25 @@ class KeyPool:
         self.timeout_s = timeout_s
         self._clients: dict[str, openai.OpenAI] = {}
         self._lock = threading.Lock()
+        self._usable: tuple[float, list[ApiKey]] | None = None  # (read at, keys)
 
     def secrets(self) -> list[str]:
         """The key texts, for masking them out of provider errors (never to show)."""
         return [k.secret for k in self.keys]
 
     def usable(self) -> list[ApiKey]:
-        """Keys not taken out of the pool (by fingerprint: a replaced key works at once)."""
+        """Keys not taken out of the pool (by fingerprint: a replaced key works at once).
+
+        Read from Redis at most every ``USABLE_FRESH_S`` (not on every call): a key
+        another worker took out is skipped here within that long."""
+        seen = self._usable
+        now = time.monotonic()
+        if seen is not None and now - seen[0] < USABLE_FRESH_S:
+            return seen[1]
         locked = self.redis.mget([disabled_key(k.secret) for k in self.keys])
-        return [k for k, lock in zip(self.keys, locked, strict=True) if lock is None]
+        keys = [k for k, lock in zip(self.keys, locked, strict=True) if lock is None]
+        self._usable = (now, keys)
+        return keys
 
     def disable(self, key: ApiKey, reason: str) -> float:
         """Take a key out of the pool for every worker; returns for how long.
@@ -170,6 +182,7 @@ class KeyPool:
             pipe.hset(C.KEY_DISABLED_KEYS, key.key_id, fp)  # for genfleet stats (no secret)
             pipe.expire(C.KEY_DISABLED_KEYS, C.DISABLED_KEY_TTL_S)
             pipe.execute()
+        self._usable = None  # read again: this key is out now
         logger.error("API key %s (%s) taken out of the pool for %ds: %s", key.key_id,
                      key.provider, seconds, reason)  # fmt: skip
         return float(seconds)

@@ -34,6 +34,7 @@ import redis
 from genfleet import constants as C
 from workers import limiter_lua
 from workers.budget import BudgetAsk
+from workers.ops import Ops
 
 logger = logging.getLogger(__name__)
 
@@ -125,12 +126,14 @@ class ClusterLimiter:
         throttle_ms: int = 0,
         now: float | None = None,
         budget: BudgetAsk | None = None,
+        extra: Ops | None = None,
     ) -> Grant | Denied:
         """Admit one call of ``tokens`` tokens now, or say how long to wait.
 
         Checks, in order: cooldown, the job's throttle, the job's concurrency, the
         scope's concurrency, rpm, tpm, the budgets (``workers.budget``). Nothing is
-        reserved unless all pass.
+        reserved unless all pass. ``extra`` updates (``workers.ops``) are made with an
+        admission, in the same script call.
         ``now`` injects a clock (tests); by default Redis' clock is used.
         """
         _check_request(limits, tokens, job_concurrency, throttle_ms)
@@ -146,6 +149,8 @@ class ClusterLimiter:
             self._ttl_ms(limits), C.LIMITER_BURST_DIVISOR, C.LIMITER_CONCURRENCY_WAIT_S,
             C.LIMITER_MIN_WAIT_S, *_budget_args(ask), C.LIMITER_WAKE_TTL_S,
         ]  # fmt: skip
+        if extra:
+            keys, args = keys + extra.keys, args + extra.args
         reply = self._acquire(keys=keys, args=args)
         if int(reply[0]) == 1:
             return Grant(lease_id, part, tokens, int(reply[2]), int(reply[1]), ask,
@@ -164,8 +169,9 @@ class ClusterLimiter:
         actual_tokens: int | None = None,
         ok: bool = True,
         now: float | None = None,
+        extra: Ops | None = None,
     ) -> None:
-        """Give a grant's slot back.
+        """Give a grant's slot back (and make the ``extra`` updates, in the same call).
 
         ``actual_tokens`` corrects the tokens counted against tpm to what the call
         really used. ``ok=True`` counts a success towards growing the concurrency
@@ -179,6 +185,8 @@ class ClusterLimiter:
         actual = -1 if unknown else max(0, actual_tokens or 0)
         args = [now or 0, grant.lease_id, actual, int(ok), int(grant.job_slot),
                 int(C.LIMITER_WAKE_TTL_S * 1000)]  # fmt: skip
+        if extra:
+            keys, args = keys + extra.keys, args + extra.args
         live = self._release(keys=keys, args=args)
         if not int(live):
             logger.warning(

@@ -8,6 +8,7 @@ Numbers go back to Python as strings: Redis would truncate a Lua number to an in
 from __future__ import annotations
 
 from workers.budget import budget_lua
+from workers.ops import OPS_LUA
 
 PRELUDE = """
 local function clock(arg)
@@ -30,9 +31,12 @@ local function clamp(x, lo, hi) return math.max(lo, math.min(hi, x)) end
 #       8 window_s, 9 job_concurrency, 10 throttle_s, 11 ttl_ms, 12 burst divisor,
 #       13 slot wait hint, 14 minimum wait, 15-18 budget (cost, job max, day max, ttl),
 #       19 how long a slot waiter may wait to be woken (see RELEASE)
+# Then, past KEYS[11] and ARGV[19], updates applied only when the call is admitted
+# (its counters: ``workers.ops``).
 # Returns {1, in_flight, effective} or {0, reason, wait_s}.
 ACQUIRE = (
     PRELUDE
+    + OPS_LUA
     + """
 local now = clock(ARGV[1])
 local lease, tokens = ARGV[2], tonumber(ARGV[3])
@@ -157,6 +161,7 @@ local function admit(effective, in_flight, rpm_tat, tpm_tat)
   end
   if job_conc > 0 then redis.call('ZADD', KEYS[8], now + lease_s, lease) end
   budget_reserve()
+  apply_ops(11, 20)
   return {1, in_flight + 1, effective}
 end
 
@@ -207,12 +212,15 @@ return reply
 # KEYS: 1 state, 2 leases, 3 tpm log, 4 tpm tokens, 5 job leases, 6 wake-up list
 # ARGV: 1 now, 2 lease id, 3 actual tokens (< 0: unknown), 4 ok (1/0),
 #       5 the lease holds a job slot (0: no; default yes), 6 wake-up list TTL ms
+# Then, past KEYS[6] and ARGV[6], updates applied with the release (``workers.ops``).
 # A slot freed while someone waits for one (ACQUIRE marked 'waiting') pushes a token
 # to the wake-up list: a waiter blocked on it (BLPOP) tries again at once.
 # Returns 1 when the lease was live, 0 when it had expired or was released before.
 RELEASE = (
     PRELUDE
+    + OPS_LUA
     + """
+apply_ops(6, 7)
 local now = clock(ARGV[1])
 local lease, actual, ok = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local state = KEYS[1]

@@ -43,8 +43,10 @@ def call_chat(
     deadline = started + timeout_s
     where = _Where(provider, request.model)
     try:
+        # The body goes as it is (``extra_body``): the SDK would otherwise walk every
+        # message and the JSON schema to transform them, which they never need.
         with client.chat.completions.with_streaming_response.create(
-            **request.body(), timeout=timeout_s
+            model=request.model, messages=[], extra_body=request.body(), timeout=timeout_s
         ) as response:
             status = response.status_code
             if on_headers is not None:

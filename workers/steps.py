@@ -20,7 +20,7 @@ from genfleet.claims import StepClaims, new_owner
 from genfleet.errors import BudgetExceededError, InvalidOutputError, LLMError, StepSkipped
 from genfleet.outage import REDIS_DOWN, is_redis_down, through_outage
 from genfleet.records import JobRecord, StepResult
-from genfleet.store import JobStore
+from genfleet.store import JobStore, StepStart
 from workers.gateway import CallContext, ChatResult, RetryLater
 from workers.heartbeat import renewing
 
@@ -28,11 +28,12 @@ logger = logging.getLogger(__name__)
 
 CLAIM_POLL_S = 0.5  # how often a second delivery looks whether the claim was freed
 Work = Callable[[JobRecord, CallContext], tuple[Any, ChatResult | None]]
+OnComplete = Callable[[str, int], None]
 
 
 def execute_step(
     store: JobStore, job_id: str, step_id: str, index: int, work: Work, ctx: CallContext,
-    worker: str = "", owner: str = "",
+    worker: str = "", owner: str = "", on_complete: OnComplete | None = None,
 ) -> StepResult | None:  # fmt: skip
     """Run ``work`` for a step unless its result exists; store and return the result.
 
@@ -40,40 +41,57 @@ def execute_step(
     until its result is stored: another delivery of the same step waits meanwhile.
     Returns None when the job was cancelled. Raises ``RetryLater`` for the task to
     re-schedule itself, and a ``REDIS_DOWN`` error for it to wait for Redis: a Redis
-    outage is never the step's failure.
+    outage is never the step's failure. ``on_complete(job_id, round)`` is called when
+    this step's result is the last one a job finished by count waited for.
     """
-    existing, status = store.step_state(job_id, step_id)
-    if existing is not None:
+    owner = owner or new_owner()
+    start = _begin(store, job_id, step_id, owner, ctx)
+    if start.existing is not None:
         logger.info("job %s step %s: result already stored; not calling again", job_id, step_id)
-        return existing
-    if status == C.STATUS_CANCELLED:
+        if start.complete and on_complete is not None:  # a delivery lost before finalize
+            on_complete(job_id, start.round)
+        return start.existing
+    if start.record is None:
         logger.info("job %s step %s: job cancelled; step skipped", job_id, step_id)
         return None
-    owner = owner or new_owner()
     claims = StepClaims(store.r, store.ttl_s)
-    _claim(claims, job_id, step_id, owner, ctx)
+    given_back = False
     try:
-        renew = lambda: claims.claim(job_id, step_id, owner)  # noqa: E731
+        renew = lambda: claims.renew(job_id, step_id, owner)  # noqa: E731
         with renewing(f"job {job_id} step {step_id} claim", renew):
-            return _run_claimed(store, job_id, step_id, index, work, ctx, worker)
+            apply_job_options(ctx, start.record)
+            ctx.run_round, ctx.asked_before = start.round, start.tried
+            result = _outcome(job_id, step_id, index, work, ctx, worker, start.record)
+            saved = through_outage(
+                lambda: store.save_step(job_id, result, owner),
+                f"job {job_id} step {step_id} result", max_wait_s=C.RESULT_SAVE_MAX_WAIT_S,
+            )  # fmt: skip
+            given_back = True
     finally:
-        _release_claim(claims, job_id, step_id, owner)
+        if not given_back:
+            _release_claim(claims, job_id, step_id, owner)
+    if saved.complete and on_complete is not None:
+        on_complete(job_id, saved.round)
+    if not saved.stored:
+        logger.info("job %s step %s: a result was stored meanwhile; keeping it", job_id, step_id)
+        return store.step_ok(job_id, step_id)
+    return result
 
 
-def _claim(claims: StepClaims, job_id: str, step_id: str, owner: str, ctx: CallContext) -> None:
-    """Take the step's claim, waiting briefly for a live one; else ``RetryLater``."""
+def _begin(store: JobStore, job_id: str, step_id: str, owner: str, ctx: CallContext) -> StepStart:
+    """Begin the step, waiting briefly for another attempt's live claim; else ``RetryLater``."""
     waited = 0.0
     while True:
-        claim = claims.claim(job_id, step_id, owner)
-        if claim.held:
-            if claim.took_over:
-                logger.warning("job %s step %s: attempt %s died holding the step; taking over",
-                               job_id, step_id, claim.owner)  # fmt: skip
-            return
-        delay = min(max(claim.left_s, CLAIM_POLL_S), C.LEASE_S)
+        start = store.begin_step(job_id, step_id, owner, C.LEASE_S)
+        if start.took_over_from:
+            logger.warning("job %s step %s: attempt %s died holding the step; taking over",
+                           job_id, step_id, start.took_over_from)  # fmt: skip
+        if not start.busy_owner:
+            return start
+        delay = min(max(start.busy_left_s, CLAIM_POLL_S), C.LEASE_S)
         if waited + delay > C.INLINE_WAIT_MAX_S:
             logger.info("job %s step %s: attempt %s is working on it; re-scheduled",
-                        job_id, step_id, claim.owner)  # fmt: skip
+                        job_id, step_id, start.busy_owner)  # fmt: skip
             raise RetryLater(max(delay, CLAIM_POLL_S), ctx.attempts_used,
                              "another attempt holds the step", ctx.rate_limited_used)  # fmt: skip
         time.sleep(delay)
@@ -86,27 +104,6 @@ def _release_claim(claims: StepClaims, job_id: str, step_id: str, owner: str) ->
     except REDIS_DOWN as e:  # it expires by itself within LEASE_S
         logger.warning("job %s step %s: claim not released (%s); it will expire",
                        job_id, step_id, e.__class__.__name__)  # fmt: skip
-
-
-def _run_claimed(
-    store: JobStore, job_id: str, step_id: str, index: int, work: Work, ctx: CallContext,
-    worker: str,
-) -> StepResult | None:  # fmt: skip
-    # One call: a result stored between our first look and the claim, else the record,
-    # with the step marked running.
-    existing, record = store.start_step(job_id, step_id)
-    if existing is not None:
-        return existing
-    apply_job_options(ctx, record)
-    result = _outcome(job_id, step_id, index, work, ctx, worker, record)
-    saved = through_outage(
-        lambda: store.save_step(job_id, result), f"job {job_id} step {step_id} result",
-        max_wait_s=C.RESULT_SAVE_MAX_WAIT_S,
-    )  # fmt: skip
-    if not saved:
-        logger.info("job %s step %s: a result was stored meanwhile; keeping it", job_id, step_id)
-        return store.step_ok(job_id, step_id)
-    return result
 
 
 def _outcome(

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -65,8 +66,11 @@ class Usage:
         )  # fmt: skip
 
 
+@cache
 def response_format(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAI ``json_schema`` response format of a pydantic model."""
+    """The OpenAI ``json_schema`` response format of a pydantic model (made once per
+    model: building a JSON schema costs more than the rest of a call's preparation).
+    Shared: callers must not change it."""
     return {
         "type": "json_schema",
         "json_schema": {"name": model.__name__, "schema": model.model_json_schema()},

@@ -9,10 +9,12 @@ from celery import Task
 
 from genfleet import constants as C
 from genfleet.claims import new_owner
+from genfleet.kinds.canvas import FINALIZE_STEP, task_id_for
 from genfleet.outage import REDIS_DOWN, through_outage
 from genfleet.records import StepResult
 from genfleet.safety import escape_controls, name_problem
 from workers import runtime
+from workers.app import app
 from workers.gateway import CallContext, RetryLater
 from workers.stepevents import step_reply
 from workers.steps import Work, execute_step
@@ -58,7 +60,7 @@ def run_step(
         result = through_outage(
             lambda: execute_step(
                 runtime.store(), job_id, step_id, index, work, ctx,
-                task.request.hostname or "", owner,
+                task.request.hostname or "", owner, send_finalize,
             ),
             f"job {job_id} step {step_id}", C.RESULT_SAVE_MAX_WAIT_S,
         )  # fmt: skip
@@ -72,6 +74,15 @@ def run_step(
         return step_reply(job_id, step_id, None)
     _log_step(job_id, step_id, result)
     return step_reply(job_id, step_id, result.ok, f"{result.error_type}: {result.error}")
+
+
+def send_finalize(job_id: str, round_: int) -> None:
+    """Send a job's finalize task: its last step's result is stored (a job finished by
+    count, not by a chord). Sent again by a delivery of that step lost before it, the
+    task finds the job ended and changes nothing."""
+    task_id = task_id_for(job_id, FINALIZE_STEP, round_)
+    app.send_task(C.TASK_FINALIZE, args=(job_id,), task_id=task_id)
+    logger.info("job %s: every step has its result; finalize sent", job_id)
 
 
 def _log_step(job_id: str, step_id: str, result: StepResult) -> None:
