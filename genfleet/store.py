@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import redis
 
 from genfleet import constants as C
-from genfleet.claims import CLAIM_PRELUDE
+from genfleet.claims import CLAIM_PRELUDE, StepClaims
 from genfleet.errors import JobBusyError, JobNotFoundError
 from genfleet.records import JobMetrics, JobRecord, JobView, StepResult
 
@@ -242,6 +242,7 @@ class JobStore:
         self._start_step = client.register_script(_START_STEP)
         self._save_step = client.register_script(_SAVE_STEP)
         self._begin_step = client.register_script(_BEGIN_STEP)
+        self.claims = StepClaims(client, ttl_s)  # the steps' claims (genfleet.claims)
         self._reopen = client.register_script(_REOPEN)
 
     def _touch(self, pipe: Any, job_id: str) -> None:

@@ -79,4 +79,4 @@ class ResponseCache:
 
 
 def _payload(result: ChatResult) -> str:
-    return json.dumps(dataclasses.asdict(result), ensure_ascii=False)
+    return json.dumps(vars(result), ensure_ascii=False)  # flat: no deep copy needed

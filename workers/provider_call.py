@@ -10,7 +10,10 @@ naming status, provider and model) instead of an exception from deep inside.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
+import os
 import socket
 import threading
 import time
@@ -51,13 +54,11 @@ def call_chat(
             status = response.status_code
             if on_headers is not None:
                 on_headers(response.headers)
-            cutter = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (response,))
-            cutter.daemon = True
-            cutter.start()
+            cut = _deadlines.add(deadline, lambda: _cut(response))
             try:
                 body = _read_body(response, deadline, timeout_s, where)
             finally:
-                cutter.cancel()
+                _deadlines.cancel(cut)
     except openai.OpenAIError as e:
         if isinstance(e, openai.APIStatusError) and on_headers is not None:
             on_headers(e.response.headers)
@@ -67,6 +68,54 @@ def call_chat(
     result.seconds = time.monotonic() - started
     return result
 
+
+
+class _Deadlines:
+    """Calls due at monotonic times, from one thread per process (a timer thread per
+    call would cost a thread start on every call)."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Callable[[], None]]] = []
+        self._cancelled: set[int] = set()
+        self._ids = itertools.count()
+        self._cond = threading.Condition()
+        self._pid = 0
+
+    def add(self, at: float, action: Callable[[], None]) -> int:
+        with self._cond:
+            if self._pid != os.getpid():  # first use, or a forked child: its own thread
+                self._pid = os.getpid()
+                self._due, self._cancelled = [], set()
+                threading.Thread(target=self._run, name="call-deadlines", daemon=True).start()
+            token = next(self._ids)
+            heapq.heappush(self._due, (at, token, action))
+            if self._due[0][1] == token:
+                self._cond.notify()
+            return token
+
+    def cancel(self, token: int) -> None:
+        with self._cond:
+            self._cancelled.add(token)
+            if len(self._cancelled) > 64 and 2 * len(self._cancelled) > len(self._due):
+                # Most entries are dead: drop them now rather than at their due time.
+                self._due = [d for d in self._due if d[1] not in self._cancelled]
+                heapq.heapify(self._due)
+                self._cancelled.clear()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._due and self._due[0][1] in self._cancelled:
+                    self._cancelled.discard(heapq.heappop(self._due)[1])
+                wait = self._due[0][0] - time.monotonic() if self._due else None
+                if wait is None or wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                _, token, action = heapq.heappop(self._due)
+            action()
+
+
+_deadlines = _Deadlines()
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def execute_step(
     if start.record is None:
         logger.info("job %s step %s: job cancelled; step skipped", job_id, step_id)
         return None
-    claims = StepClaims(store.r, store.ttl_s)
+    claims = store.claims
     given_back = False
     try:
         renew = lambda: claims.renew(job_id, step_id, owner)  # noqa: E731

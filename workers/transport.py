@@ -81,10 +81,31 @@ class SafeQoS(kombu_redis.QoS):
     def _record(self, message: Any, delivery_tag: Any) -> None:
         delivery = message.delivery_info
         held = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time() + _clock_offset_s()})
-            pipe.hset(self.unacked_key, delivery_tag, held)
-            pipe.execute()
+        keys = [self.unacked_index_key, self.unacked_key]
+        args = [time.time() + _clock_offset_s(), delivery_tag, held]
+        with self.channel.conn_or_acquire() as client:
+            script = self.__dict__.get("_record_script")
+            if script is None:  # loaded again by redis-py if Redis restarted without it
+                script = self.__dict__["_record_script"] = client.register_script(_RECORD)
+            script(keys=keys, args=args, client=client)
+
+    def _remove_from_indices(self, delivery_tag: Any, pipe: Any = None) -> Any:
+        """An ack's two removals, in one round trip without MULTI/EXEC: the index
+        entry goes first, so a half-done ack can only leave a held message that is
+        never restored (it was acked), never a restored one that was acked."""
+        if pipe is None:
+            with self.channel.conn_or_acquire() as client:
+                pipe = client.pipeline(transaction=False)
+        return pipe.zrem(self.unacked_index_key, delivery_tag).hdel(self.unacked_key, delivery_tag)
+
+
+# Records a held message (what kombu's MULTI/ZADD/HSET/EXEC does) in one atomic call.
+# KEYS: unacked index, unacked hash. ARGV: time, delivery tag, the message.
+_RECORD = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
 
 
 class SafeChannel(kombu_redis.Channel):
