@@ -6,7 +6,10 @@ and a genfleet tweet job (workers started as ``genfleet worker llm`` starts them
 INFO) run against the same simulator, A then B. Printed per run: calls/s, genfleet /
 plain, CPU ms per call of every process but the simulator (plain: the script;
 genfleet: workers, Redis and the producer), Redis commands per call (``INFO
-commandstats`` deltas over the run) and worker memory (RSS when idle, at the end).
+commandstats`` deltas over the run, which count the commands Lua scripts run inside
+Redis too; and, from an extra untimed run of 400 calls under ``MONITOR``, the
+commands clients sent, where a script call counts once) and worker memory (RSS when
+idle, at the end).
 
 Scenarios: 500 ms per call with 64 in flight, 20 ms with 128 in flight, and 50 ms
 under a 1,200 requests/min cap (the simulator enforces it; genfleet runs with
@@ -22,13 +25,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
 import statistics
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,7 @@ from workers.tweets import tweet_messages  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 WORKERS = 2
+MONITORED_CALLS = 400  # the extra, untimed run that tells commands sent from those run
 TERMINAL = ("succeeded", "partial", "failed")
 
 
@@ -67,6 +73,7 @@ class Run:
     rss_idle_mib: float = 0.0
     rss_end_mib: float = 0.0
     failed: int = 0
+    sent: int = 0  # commands clients sent (a script call is one); MONITOR runs only
 
     @property
     def per_s(self) -> float:
@@ -147,7 +154,40 @@ def _rss_mib(procs: list[psutil.Process]) -> float:
     return sum(q.memory_info().rss for p in procs for q in [p, *p.children(recursive=True)]) / 2**20
 
 
-def genfleet_run(s: Scenario, calls_per_job: int = 1000) -> Run:
+class _Monitor:
+    """Counts the commands clients send, apart from those Lua scripts run inside Redis
+    (``MONITOR`` shows those as from "lua"). It costs Redis time: its runs are not
+    timed."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.sent = 0
+        self.inside = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.client.monitor() as monitor:
+            for command in monitor.listen():
+                if self._stop.is_set():
+                    return
+                if command.get("client_type") == "lua":
+                    self.inside += 1
+                else:
+                    self.sent += 1
+
+    def __enter__(self) -> _Monitor:
+        self._thread.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.client.ping()  # a last command wakes the listener
+        self._thread.join(10)
+
+
+def genfleet_run(s: Scenario, calls_per_job: int = 1000, monitor: bool = False) -> Run:
     env = {"LLM_MAX_CONCURRENT": str(s.in_flight)}
     if s.rpm:
         env["LLM_RPM_LIMIT"] = str(s.rpm)
@@ -165,16 +205,19 @@ def genfleet_run(s: Scenario, calls_per_job: int = 1000) -> Run:
         persona = _persona()
         # Tweet jobs take at most 1,000 days each: several jobs, all in flight at once.
         sizes = [min(calls_per_job, s.calls - k) for k in range(0, s.calls, calls_per_job)]
-        cmd0, cpu0, started = _commands(client), _cpu_s(procs, client), time.perf_counter()
-        handles = [submit_tweets(persona, {"calendar": _days(n)}, n) for n in sizes]
-        while any(h.status() not in TERMINAL for h in handles):
-            time.sleep(0.25)
-        wall = time.perf_counter() - started
-        cpu, commands = _cpu_s(procs, client) - cpu0, _commands(client) - cmd0
+        watch = _Monitor(c.redis_url) if monitor else contextlib.nullcontext()
+        with watch:
+            cmd0, cpu0, started = _commands(client), _cpu_s(procs, client), time.perf_counter()
+            handles = [submit_tweets(persona, {"calendar": _days(n)}, n) for n in sizes]
+            while any(h.status() not in TERMINAL for h in handles):
+                time.sleep(0.25)
+            wall = time.perf_counter() - started
+            cpu, commands = _cpu_s(procs, client) - cpu0, _commands(client) - cmd0
         rss_end = _rss_mib(procs)
         failed = sum(len(h.view().failed) for h in handles)
         client.close()
-    return Run(s.calls, wall, cpu, commands, rss_idle, rss_end, failed)
+    sent = watch.sent if isinstance(watch, _Monitor) else 0
+    return Run(s.calls, wall, cpu, commands, rss_idle, rss_end, failed, sent)
 
 
 def scenarios(scale: float) -> list[Scenario]:
@@ -199,8 +242,8 @@ def main() -> None:
     if opts.only:
         chosen = [chosen[opts.only - 1]]
     print("| run | plain calls/s | genfleet calls/s | genfleet / plain | CPU ms per call, "
-          "plain → genfleet | Redis commands per call | worker RSS idle → end (MiB) "
-          "| failed steps |")  # fmt: skip
+          "plain → genfleet | Redis commands per call: sent / run (scripts' included) "
+          "| worker RSS idle → end (MiB) | failed steps |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in chosen:
         plain: list[Run] = []
@@ -212,8 +255,10 @@ def main() -> None:
         p_cpu = statistics.median(r.cpu_s / r.calls * 1000 for r in plain)
         g_cpu = statistics.median(r.cpu_s / r.calls * 1000 for r in ours)
         cmds = statistics.median(r.commands / r.calls for r in ours)
+        counted = genfleet_run(replace(s, calls=min(s.calls, MONITORED_CALLS)), monitor=True)
+        sent = counted.sent / counted.calls
         print(f"| {s.name}, {s.calls:,} calls | {p_rate:.0f} | {g_rate:.0f} | "
-              f"{g_rate / p_rate:.2f} | {p_cpu:.1f} → {g_cpu:.1f} | {cmds:.0f} | "
+              f"{g_rate / p_rate:.2f} | {p_cpu:.1f} → {g_cpu:.1f} | {sent:.0f} / {cmds:.0f} | "
               f"{_median(ours, 'rss_idle_mib'):.0f} → {_median(ours, 'rss_end_mib'):.0f} | "
               f"{_median(ours, 'failed'):.0f} |", flush=True)  # fmt: skip
 

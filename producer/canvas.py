@@ -1,10 +1,11 @@
 """A job's whole Celery canvas: its kind's parts, then the finalize task.
 
-Pure functions; nothing here talks to a broker. Every canvas ends in the finalize
-task, which reads every result from Redis, so no step passes its result to another
-through Celery (immutable signatures) and a failed step never raises into a chord
-callback. ``only`` limits a canvas to some steps (``genfleet resume``); steps whose
-result is stored do nothing when run again.
+Pure functions; nothing here talks to a broker. Every job ends in the finalize task
+(a chain's last link, or sent by the step stored last), which reads every result
+from Redis, so no step passes its result to another through Celery (immutable
+signatures) and a failed step never raises into a chord callback. ``only`` limits a
+canvas to some steps (``genfleet resume``); steps whose result is stored do nothing
+when run again.
 """
 
 from __future__ import annotations

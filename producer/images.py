@@ -1,7 +1,7 @@
 """Submitting image jobs: ``submit_images``, and the image step's signature.
 
-A batch of images is a chord of one ``genfleet.images.generate`` step per prompt
-(ids ``img1``, ``img2``, ...) with the finalize task as its body. A step goes to
+A batch of images is a group of one ``genfleet.images.generate`` step per prompt
+(ids ``img1``, ``img2``, ...); the step stored last sends the finalize task. A step goes to
 ``images.gpuN`` when the job is pinned to GPU N, else to the shared ``images``
 queue that every image worker reads. Prompts are job inputs in Redis
 (``prompt:{step_id}``), not task arguments.

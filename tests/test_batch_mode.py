@@ -36,6 +36,7 @@ def _start(workers: Workers, **env: str) -> None:
     workers.start(concurrency=4, **{**BATCH_ENV, **env})
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_a_batch_job_costs_the_batch_price_and_makes_no_online_call(
     sim, workers: Workers, env
 ) -> None:
@@ -122,6 +123,7 @@ def test_persona_stages_advance_round_by_round(sim, workers: Workers) -> None:
     assert len(handle.batches()) >= 3
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_cancel_cancels_the_batches_at_the_provider(sim, workers: Workers) -> None:
     sim.configure(batch_seconds=300)
     _start(workers)

@@ -121,6 +121,7 @@ def _wait_ready(files: list[Path], timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_workers_on_two_machines_share_a_job_under_one_limit(net: Net, tmp_path: Path) -> None:
     redis_url = f"redis://{ADDR_A}:{REDIS_PORT}/0"
     env = {

@@ -6,6 +6,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from genfleet import constants as C
 from producer import get_job, submit_chapter, submit_tweets
 from tests.conftest import Workers, genfleet_cmd, wait_for
@@ -24,6 +26,7 @@ def _wait_running(handle, count: int, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_cancel_revokes_what_has_not_started(sim, workers: Workers, env, r) -> None:
     sim.configure(latency_ms=6000)  # the status command must see them still running
     workers.start(concurrency=2)

@@ -25,6 +25,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_start_reuse_persist_and_stop(tmp_path: Path) -> None:
     first = EmbeddedRedis(tmp_path)
     url = first.start()

@@ -69,6 +69,7 @@ def test_pinned_images_run_on_their_gpu_worker(workers: Workers, home: Path) -> 
                 assert image.text["genfleet:prompt"] == out["prompt"]
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_unpinned_batch_is_shared_by_both_workers(workers: Workers, tmp_path: Path) -> None:
     _gpu_workers(workers, 0, 1, GENFLEET_PLACEHOLDER_DELAY_S=0.3)
     prompts = [f"picture number {n}" for n in range(8)]
@@ -127,6 +128,7 @@ def _tiny_pipeline(root: Path) -> Path:
     return root / "tiny-sd"
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_diffusers_backend_on_a_tiny_cpu_pipeline(tmp_path: Path) -> None:
     pytest.importorskip("diffusers", reason=GPU_EXTRA)
     from workers.images.diffusers_backend import DiffusersBackend
@@ -216,7 +218,6 @@ def test_cluster_wide_cap_on_image_calls(sim, workers: Workers, monkeypatch) -> 
     assert handle.wait(timeout=60, progress=False).status == C.STATUS_SUCCEEDED
     assert sim.stats()["max_in_flight"] == 2
     assert {r["worker"].split("@")[0] for r in handle.results()} == {"api-a", "api-b"}
-
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from celery.events import EventReceiver
 
 from genfleet import constants as C
@@ -65,6 +66,7 @@ class _Monitor:
         return [t for t in self.seen if t.startswith("task-")]
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_task_events_are_off_until_a_monitor_turns_them_on(sim, workers: Workers) -> None:
     workers.start(concurrency=2)
     app = connect().app

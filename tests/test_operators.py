@@ -76,6 +76,7 @@ def test_the_test_command_passes_with_documented_variables_set(tmp_path: Path) -
 OUTLINE_FILE = str(ROOT / "examples" / "outline.txt")
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_wait_says_when_no_worker_serves_the_queue_and_keeps_waiting(sim, workers, env) -> None:
     proc = subprocess.Popen(
         genfleet_cmd("submit", "chapter", "--project", "p", "--chapter", "1", "--versions", "2",

@@ -148,6 +148,7 @@ def test_batch_items_with_packing_and_reask_for_the_missing(sim, workers: Worker
     assert items_metrics["tokens_per_item"] > 0
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_batch_concurrency_and_throttle(sim, workers: Workers) -> None:
     sim.configure(latency_ms=300)
     workers.start(concurrency=8)

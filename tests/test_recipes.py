@@ -34,6 +34,7 @@ def _jsonl(env: dict, job_id: str) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_recipe_rows_run_their_graph_and_results_are_one_line_a_row(
     sim, workers: Workers, env
 ) -> None:

@@ -28,6 +28,7 @@ def _billed(stats: dict, price: Price = MINI) -> float:
     return price.cost(stats["prompt_tokens"], stats["completion_tokens"])
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_cost_per_step_job_key_and_model(sim, workers: Workers, env) -> None:
     workers.start(concurrency=3)
     handle = submit_chapter("cost", 1, OUTLINE, versions=3)

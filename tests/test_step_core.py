@@ -89,6 +89,7 @@ def test_llm_timeout_is_a_wall_clock_deadline_against_a_drip(sim, r) -> None:
     assert _in_flight(gateway) == 0
 
 
+@pytest.mark.slow  # 3 s or more on 2 cores: `pytest -m slow`; .ci/run runs it
 def test_a_garbage_retry_after_is_no_hint_not_a_crash(sim, r) -> None:
     sim.configure(latency_ms=0, retry_after_text="soon", fail_patterns={})
     sim.configure(error_rates={"429": 1.0})

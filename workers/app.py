@@ -15,6 +15,7 @@ from celery.signals import (
     worker_ready,
 )
 
+from genfleet import constants as C
 from genfleet.safety import EscapeControls
 
 app = Celery("genfleet", include=["workers.tasks", "workers.kind_tasks", "workers.batch_tasks"])
@@ -39,7 +40,14 @@ def _one_line_per_record(logger: logging.Logger, **_: Any) -> None:
 
 
 @worker_ready.connect
-def _announce_ready(**_: Any) -> None:
+def _announce_ready(sender: Any = None, **_: Any) -> None:
+    # An LLM worker loads the openai SDK now, while idle, not on its first call (its
+    # memory then shows at rest, and the first calls do not wait for the import).
+    queues = sender.app.amqp.queues if sender is not None else {}
+    names = set(getattr(queues, "consume_from", None) or queues)  # -Q, else every queue
+    if any(name == C.QUEUE_LLM or name.startswith(C.QUEUE_LLM + ".") for name in names):
+        import openai  # noqa: F401
+
     # A parent that started this worker (genfleet demo, tests, benchmarks) waits for
     # this file, whatever the log level.
     ready_file = os.environ.get("GENFLEET_READY_FILE")

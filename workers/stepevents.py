@@ -1,7 +1,7 @@
 """Monitoring events of step tasks: a step stored as failed is reported as failed.
 
 A step task returns normally when its step fails (the failure is stored with its
-error), because Celery runs the next link of a chain, and a chord's callback, only
+error), because Celery runs the next link of a chain (and a chord's callback) only
 after a success: siblings go on and the job still ends ``partial``. Monitors (Flower,
 ``celery events``) follow the worker's events, not the result, so this request class
 sends ``task-failed`` instead of ``task-succeeded`` for such a task, and Flower's
