@@ -55,9 +55,10 @@ def _announce_ready(sender: Any = None, **_: Any) -> None:
         Path(ready_file).touch()
 
 
-# Celery's two INFO lines per task ("received", "succeeded in ...: <result repr>") cost
-# more than the step's own short line (workers.taskbase); they show at DEBUG only.
-PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+# Celery's two INFO lines per task ("received", "succeeded in ...: <result repr>") and
+# httpx's line per request ("HTTP Request: POST ...") cost more than the step's own
+# short line (workers.taskbase); they show at DEBUG only.
+PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "httpx")
 
 
 @after_setup_logger.connect
