@@ -84,3 +84,64 @@ def test_task_events_are_off_until_a_monitor_turns_them_on(sim, workers: Workers
             time.sleep(0.2)
     # two versions and finalize
     assert monitor.task_events().count("task-succeeded") == 3, monitor.task_events()
+
+
+class _Commands:
+    """Counts the commands clients send to the test database (``MONITOR``), apart from
+    those Lua scripts run inside Redis."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.db = self.client.connection_pool.connection_kwargs.get("db", 0)
+        self.sent: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.client.monitor() as monitor:
+            for command in monitor.listen():
+                if self._stop.is_set():
+                    return
+                if command.get("db") == self.db and command.get("client_type") != "lua":
+                    self.sent.append(str(command["command"]))
+
+    def __enter__(self) -> _Commands:
+        self._thread.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.client.ping()
+        self._thread.join(10)
+
+
+def test_a_step_sends_few_redis_commands_and_its_job_ends_without_a_chord(
+    sim, workers: Workers, r, redis_url: str
+) -> None:
+    from pathlib import Path
+
+    from producer import submit_tweets
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    workers.start(concurrency=4)
+    time.sleep(1.0)  # the worker's own start-up commands are not the steps'
+    with _Commands(redis_url) as seen:
+        handle = submit_tweets(examples / "personas/mika.json",
+                               examples / "calendars/mika.json", count=10)  # fmt: skip
+        view = handle.wait(timeout=60, progress=False)
+        time.sleep(0.5)
+    assert view.status == C.STATUS_SUCCEEDED and len(view.ok) == 10
+    assert sim.stats()["requests"] == 10  # counted at the provider
+    # Everything the job cost, the producer's enqueue and its status polls included.
+    assert len(seen.sent) / 10 <= 25, "\n".join(seen.sent)
+    # A first ask has nothing in the cache to read; its answer is written for a redelivery.
+    assert not [c for c in seen.sent if c.startswith("GET genfleet:cache:")]
+    assert len(list(r.scan_iter("genfleet:cache:*"))) == 10
+    # Side by side steps end without a Celery chord: no chord counters in Redis, and the
+    # step stored last sent finalize, once.
+    assert list(r.scan_iter("celery-taskset-meta-*")) == []
+    finalize = [c for c in seen.sent if c.startswith("LPUSH") and "finalize_job" in c]
+    assert len(finalize) == 1, finalize
