@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import redis
@@ -49,14 +49,15 @@ return {false, job[1]}
 
 # A delivery of a step begins, in one call: what ``JobStore.begin_step`` returns.
 # KEYS: JobKeys.all(). ARGV: 1 step, 2 owner, 3 lease s, 4 wall time, 5 queued, 6 running,
-# 7 cancelled. Replies, by their first element:
+# 7 cancelled, 8.. the job inputs the step reads. Replies, by their first element:
 #   'done', result, complete    a success is stored (complete: the job's last step is)
 #   'gone'                      no such job
 #   'cancelled'
 #   'busy', owner, seconds left another live attempt holds the step's claim
-#   'go', record, round, tried, took over from
+#   'go', record, round, tried, took over from, inputs
 #                               claimed (tried: an earlier attempt of this run failed or
-#                               died holding it, the owner then), marked running
+#                               died holding it, the owner then), marked running, and
+#                               the inputs asked for (false where missing)
 _BEGIN_STEP = (
     CLAIM_PRELUDE
     + """
@@ -86,7 +87,9 @@ end
 local took, tried = '', 0
 if owner and owner ~= ARGV[2] then took, tried = owner, 1 end
 if tried == 0 and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then tried = 1 end
-return {'go', job[1], job[3] or '0', tried, took}
+local inputs = {}
+if #ARGV >= 8 then inputs = redis.call('HMGET', KEYS[5], unpack(ARGV, 8)) end
+return {'go', job[1], job[3] or '0', tried, took, inputs}
 """
 )
 
@@ -218,6 +221,7 @@ class StepStart:
     round: int = 0  # resumes so far (task ids end in .r{round})
     tried: bool = False  # an earlier attempt in this run failed, or died holding the step
     took_over_from: str = ""  # the attempt that died holding it
+    inputs: dict[str, str | None] = field(default_factory=dict)  # read with the start
 
 
 class Saved(NamedTuple):
@@ -370,16 +374,18 @@ class JobStore:
             raise _missing(job_id)
         return None, JobRecord.model_validate_json(record)
 
-    def begin_step(self, job_id: str, step_id: str, owner: str, lease_s: float) -> StepStart:
+    def begin_step(
+        self, job_id: str, step_id: str, owner: str, lease_s: float, inputs: Sequence[str] = ()
+    ) -> StepStart:
         """A delivery of a step begins, in one script call: its stored success (then
         nothing changes), the job cancelled, another live attempt's claim, or else the
         step claimed for ``owner`` (``genfleet.claims``) and marked running, with the
-        job's record."""
+        job's record and the job ``inputs`` asked for."""
         keys = JobKeys.of(job_id)
         reply = self._begin_step(
             keys=list(keys.all()),
             args=[step_id, owner, lease_s, time.time(), C.STATUS_QUEUED, C.STATUS_RUNNING,
-                  C.STATUS_CANCELLED],
+                  C.STATUS_CANCELLED, *inputs],
         )  # fmt: skip
         what = str(reply[0])
         if what == "gone":
@@ -392,8 +398,9 @@ class JobStore:
         if what == "busy":
             return StepStart(busy_owner=str(reply[1]), busy_left_s=float(reply[2]))
         record = JobRecord.model_validate_json(reply[1])
+        values = {n: (None if v is None else str(v)) for n, v in zip(inputs, reply[5], strict=True)}
         return StepStart(record=record, round=int(reply[2]), tried=bool(int(reply[3])),
-                         took_over_from=str(reply[4]))
+                         took_over_from=str(reply[4]), inputs=values)  # fmt: skip
 
     def mark_started(self, job_id: str, step_id: str) -> None:
         """Record that a step began; the job becomes ``running``."""

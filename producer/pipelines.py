@@ -33,7 +33,7 @@ from producer.inputs import (
     read_image,
     read_persona,
 )
-from producer.jobs import JobHandle, enqueue, make_record
+from producer.jobs import JobHandle, enqueue, make_record, publish
 from producer.spend import raise_budget, spend_spec
 
 __all__ = ["BatchSpec", "personas_of_job", "resume", "submit_batch", "submit_persona",
@@ -261,5 +261,5 @@ def resume(
             update={"step_ids": view.record.step_ids}
         )
     round_ = client.store.reopen(job_id)
-    job_canvas(client.app, view.record, only=missing, round_=round_).apply_async()
+    publish(client, job_canvas(client.app, view.record, only=missing, round_=round_))
     return handle, missing

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -66,6 +66,7 @@ class CallContext:
     api_mode: str = "online"  # or "batch": through the provider's Batch API (workers.batch)
     run_round: int | None = None  # the job's resumes so far, when the step knows it
     asked_before: bool = True  # False: no earlier attempt of this step in this run
+    inputs: dict[str, str | None] = field(default_factory=dict)  # read with the step's start
 
 
 class RetryLater(Exception):

@@ -46,9 +46,11 @@ def make_task(definition: TaskDef) -> Task:
         def work(record: JobRecord, ctx: CallContext) -> StepOutput:
             return load_logic(definition.logic)(StepCall(record, step_id, int(index), ctx))
 
+        inputs = definition.inputs(step_id) if definition.inputs is not None else ()
         return run_step(
-            self, job_id, step_id, int(index), work, int(attempts_used), int(rate_limited_used)
-        )
+            self, job_id, step_id, int(index), work, int(attempts_used), int(rate_limited_used),
+            inputs,
+        )  # fmt: skip
 
     step_task.__doc__ = definition.doc
     return step_task

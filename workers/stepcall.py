@@ -29,6 +29,14 @@ class StepCall:
     index: int
     ctx: CallContext
 
+    def inputs(self, names: list[str]) -> list[str | None]:
+        """Job inputs (None where missing): those read with the step's start (its
+        ``TaskDef.inputs``) without another round trip, the rest from the store."""
+        got = self.ctx.inputs
+        if all(n in got for n in names):
+            return [got[n] for n in names]
+        return self.store.inputs(self.record.id, names)
+
     @property
     def store(self) -> JobStore:
         return runtime.store()

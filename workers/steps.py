@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -34,6 +34,7 @@ OnComplete = Callable[[str, int], None]
 def execute_step(
     store: JobStore, job_id: str, step_id: str, index: int, work: Work, ctx: CallContext,
     worker: str = "", owner: str = "", on_complete: OnComplete | None = None,
+    inputs: Sequence[str] = (),
 ) -> StepResult | None:  # fmt: skip
     """Run ``work`` for a step unless its result exists; store and return the result.
 
@@ -42,10 +43,11 @@ def execute_step(
     Returns None when the job was cancelled. Raises ``RetryLater`` for the task to
     re-schedule itself, and a ``REDIS_DOWN`` error for it to wait for Redis: a Redis
     outage is never the step's failure. ``on_complete(job_id, round)`` is called when
-    this step's result is the last one a job finished by count waited for.
+    this step's result is the last one a job finished by count waited for. The job
+    ``inputs`` named are read with the step's start (``ctx.inputs``).
     """
     owner = owner or new_owner()
-    start = _begin(store, job_id, step_id, owner, ctx)
+    start = _begin(store, job_id, step_id, owner, ctx, inputs)
     if start.existing is not None:
         logger.info("job %s step %s: result already stored; not calling again", job_id, step_id)
         if start.complete and on_complete is not None:  # a delivery lost before finalize
@@ -60,7 +62,7 @@ def execute_step(
         renew = lambda: claims.renew(job_id, step_id, owner)  # noqa: E731
         with renewing(f"job {job_id} step {step_id} claim", renew):
             apply_job_options(ctx, start.record)
-            ctx.run_round, ctx.asked_before = start.round, start.tried
+            ctx.run_round, ctx.asked_before, ctx.inputs = start.round, start.tried, start.inputs
             result = _outcome(job_id, step_id, index, work, ctx, worker, start.record)
             saved = through_outage(
                 lambda: store.save_step(job_id, result, owner),
@@ -78,11 +80,14 @@ def execute_step(
     return result
 
 
-def _begin(store: JobStore, job_id: str, step_id: str, owner: str, ctx: CallContext) -> StepStart:
+def _begin(
+    store: JobStore, job_id: str, step_id: str, owner: str, ctx: CallContext,
+    inputs: Sequence[str],
+) -> StepStart:  # fmt: skip
     """Begin the step, waiting briefly for another attempt's live claim; else ``RetryLater``."""
     waited = 0.0
     while True:
-        start = store.begin_step(job_id, step_id, owner, C.LEASE_S)
+        start = store.begin_step(job_id, step_id, owner, C.LEASE_S, inputs)
         if start.took_over_from:
             logger.warning("job %s step %s: attempt %s died holding the step; taking over",
                            job_id, step_id, start.took_over_from)  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Task
@@ -46,7 +47,8 @@ def check_ids(*values: str) -> None:
 
 
 def run_step(
-    task: Task, job_id: str, step_id: str, index: int, work: Work, used: int, limited: int = 0
+    task: Task, job_id: str, step_id: str, index: int, work: Work, used: int, limited: int = 0,
+    inputs: Sequence[str] = (),
 ) -> dict:
     """Run a step through ``execute_step``; re-schedule the task when asked to wait.
 
@@ -60,7 +62,7 @@ def run_step(
         result = through_outage(
             lambda: execute_step(
                 runtime.store(), job_id, step_id, index, work, ctx,
-                task.request.hostname or "", owner, send_finalize,
+                task.request.hostname or "", owner, send_finalize, inputs,
             ),
             f"job {job_id} step {step_id}", C.RESULT_SAVE_MAX_WAIT_S,
         )  # fmt: skip

@@ -15,7 +15,6 @@ from pydantic import BaseModel, Field
 
 from genfleet.errors import StepSkipped
 from genfleet.kinds.tweets import KIND, persona_input, plan_input, split_step
-from genfleet.store import JobStore
 from workers.gateway import ChatResult
 from workers.stepcall import StepCall
 from workers.structured import ask_json, dumps
@@ -49,9 +48,9 @@ def tweet_messages(persona: dict[str, Any], date: str, plan: Any) -> list[dict[s
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def _inputs(store: JobStore, job_id: str, names: list[str]) -> list[Any]:
+def _inputs(call: StepCall, names: list[str]) -> list[Any]:
     values = []
-    for name, raw in zip(names, store.inputs(job_id, names), strict=True):
+    for name, raw in zip(names, call.inputs(names), strict=True):
         if raw is None:
             raise StepSkipped(f"the job's input {name} is missing")
         values.append(json.loads(raw))
@@ -60,9 +59,9 @@ def _inputs(store: JobStore, job_id: str, names: list[str]) -> list[Any]:
 
 def run_tweet(call: StepCall) -> tuple[dict[str, Any], ChatResult]:
     """Write one day's tweet."""
-    record, store = call.record, call.store
+    record = call.record
     pair, date = split_step(call.step_id)
-    persona, plan = _inputs(store, record.id, [persona_input(pair), plan_input(call.step_id)])
+    persona, plan = _inputs(call, [persona_input(pair), plan_input(call.step_id)])
     spec = KIND.spec(record)
     tweet, usage = ask_json(
         call.gateway, tweet_messages(persona, date, plan), Tweet, call.ctx,

@@ -61,12 +61,15 @@ class TaskDef:
     worker logic it runs, as ``module:function`` (imported by workers only).
 
     The function takes a ``workers.stepcall.StepCall`` and returns the step's output
-    and the call's ``ChatResult`` (or None).
+    and the call's ``ChatResult`` (or None). ``inputs``, when set, names the job
+    inputs a step reads (from its step id): they come with the step's start, in the
+    same round trip (``StepCall.inputs``).
     """
 
     name: str
     logic: str
     doc: str
+    inputs: Callable[[str], list[str]] | None = None
 
 
 class JobKind(Generic[S]):

@@ -74,7 +74,8 @@ class TweetsKind(JobKind[TweetsSpec]):
     name = C.KIND_TWEETS
     spec_model = TweetsSpec
     tasks = (
-        TaskDef(C.TASK_TWEET, "workers.tweets:run_tweet", "One calendar day's tweet."),
+        TaskDef(C.TASK_TWEET, "workers.tweets:run_tweet", "One calendar day's tweet.",
+                inputs=lambda step: [persona_input(split_step(step)[0]), plan_input(step)]),
         IMAGE_TASK,
     )
 
