@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 _CJK = re.compile(
@@ -19,12 +20,12 @@ _WORD = re.compile(r"[A-Za-z0-9_]+|[^\sA-Za-z0-9_]")
 MESSAGE_OVERHEAD_TOKENS = 4  # role and separators per chat message
 
 
+@lru_cache(maxsize=256)  # system prompts and personas come back on every call
 def estimate_text_tokens(text: str) -> int:
     """Estimate the tokens of one string (an upper-leaning estimate)."""
     if not text:
         return 0
-    cjk = len(_CJK.findall(text))
-    rest = _CJK.sub(" ", text)
+    rest, cjk = _CJK.subn(" ", text)
     words = len(_WORD.findall(rest))
     by_chars = (len(rest.strip()) + 3) // 4
     return cjk + max(words, by_chars)

@@ -46,13 +46,27 @@ def _announce_ready(sender: Any = None, **_: Any) -> None:
     queues = sender.app.amqp.queues if sender is not None else {}
     names = set(getattr(queues, "consume_from", None) or queues)  # -Q, else every queue
     if any(name == C.QUEUE_LLM or name.startswith(C.QUEUE_LLM + ".") for name in names):
-        import openai  # noqa: F401
+        _warm_gateway()
 
     # A parent that started this worker (genfleet demo, tests, benchmarks) waits for
     # this file, whatever the log level.
     ready_file = os.environ.get("GENFLEET_READY_FILE")
     if ready_file:
         Path(ready_file).touch()
+
+
+def _warm_gateway() -> None:
+    """Import the SDK and make each key's client (its TLS setup takes a tenth of a
+    second) before the first step, not during it; on any trouble the first call does
+    it instead."""
+    try:
+        from workers import runtime
+
+        pool = runtime.gateway().pool
+        for key in pool.keys:
+            pool.client_for(key)
+    except Exception as e:
+        logging.getLogger(__name__).warning("LLM clients not made ahead (%s)", e)
 
 
 # Celery's two INFO lines per task ("received", "succeeded in ...: <result repr>") and
