@@ -9,11 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from genfleet.embedded import EmbeddedRedis
 from genfleet.records import JobView
@@ -23,6 +26,43 @@ from producer.processes import ChildProcess, start_worker
 from simulator.process import SimulatorProcess
 
 BENCH_KEY = "bench-key-0001"
+
+
+class CommandCounter:
+    """Watches the commands clients send to one Redis database (``MONITOR``), apart
+    from those Lua scripts run inside Redis (which ``INFO commandstats`` counts too).
+    MONITOR costs Redis time: what is measured under it is not timed."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.db = self.client.connection_pool.connection_kwargs.get("db", 0)
+        self.sent: list[str] = []
+        self.inside = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.client.monitor() as monitor:
+            for command in monitor.listen():
+                if self._stop.is_set():
+                    return
+                if command.get("db") != self.db:
+                    continue
+                if command.get("client_type") == "lua":
+                    self.inside += 1
+                else:
+                    self.sent.append(str(command["command"]))
+
+    def __enter__(self) -> CommandCounter:
+        self._thread.start()
+        time.sleep(0.5)  # MONITOR is on
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.client.ping()  # a last command wakes the listener
+        self._thread.join(10)
+        self.client.close()
 
 
 @dataclass

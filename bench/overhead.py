@@ -31,7 +31,6 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,7 +42,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import BENCH_KEY, cluster  # noqa: E402
+from bench.harness import BENCH_KEY, CommandCounter, cluster  # noqa: E402
 from producer.client import connect  # noqa: E402
 from producer.pipelines import submit_tweets  # noqa: E402
 from producer.processes import ChildProcess, start_worker  # noqa: E402
@@ -156,39 +155,6 @@ def _rss_mib(procs: list[psutil.Process]) -> float:
     return sum(q.memory_info().rss for p in procs for q in [p, *p.children(recursive=True)]) / 2**20
 
 
-class _Monitor:
-    """Counts the commands clients send, apart from those Lua scripts run inside Redis
-    (``MONITOR`` shows those as from "lua"). It costs Redis time: its runs are not
-    timed."""
-
-    def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url)
-        self.sent = 0
-        self.inside = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with self.client.monitor() as monitor:
-            for command in monitor.listen():
-                if self._stop.is_set():
-                    return
-                if command.get("client_type") == "lua":
-                    self.inside += 1
-                else:
-                    self.sent += 1
-
-    def __enter__(self) -> _Monitor:
-        self._thread.start()
-        time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self.client.ping()  # a last command wakes the listener
-        self._thread.join(10)
-
-
 def genfleet_run(s: Scenario, calls_per_job: int = 1000, monitor: bool = False) -> Run:
     env = {"LLM_MAX_CONCURRENT": str(s.in_flight)}
     if s.rpm:
@@ -207,7 +173,7 @@ def genfleet_run(s: Scenario, calls_per_job: int = 1000, monitor: bool = False) 
         persona = _persona()
         # Tweet jobs take at most 1,000 days each: several jobs, all in flight at once.
         sizes = [min(calls_per_job, s.calls - k) for k in range(0, s.calls, calls_per_job)]
-        watch = _Monitor(c.redis_url) if monitor else contextlib.nullcontext()
+        watch = CommandCounter(c.redis_url) if monitor else contextlib.nullcontext()
         with watch:
             cmd0, cpu0, started = _commands(client), _cpu_s(procs, client), time.perf_counter()
             handles = [submit_tweets(persona, {"calendar": _days(n)}, n) for n in sizes]
@@ -221,7 +187,7 @@ def genfleet_run(s: Scenario, calls_per_job: int = 1000, monitor: bool = False) 
         rss_end = _rss_mib(procs)
         failed = sum(len(h.view().failed) for h in handles)
         client.close()
-    sent = watch.sent if isinstance(watch, _Monitor) else 0
+    sent = len(watch.sent) if isinstance(watch, CommandCounter) else 0
     return Run(s.calls, wall, cpu, commands, rss_idle, rss_warm or rss_end, rss_end, failed, sent)
 
 

@@ -9,6 +9,7 @@ import time
 import pytest
 from celery.events import EventReceiver
 
+from bench.harness import CommandCounter
 from genfleet import constants as C
 from producer import submit_chapter
 from producer.client import connect
@@ -86,38 +87,6 @@ def test_task_events_are_off_until_a_monitor_turns_them_on(sim, workers: Workers
     assert monitor.task_events().count("task-succeeded") == 3, monitor.task_events()
 
 
-class _Commands:
-    """Counts the commands clients send to the test database (``MONITOR``), apart from
-    those Lua scripts run inside Redis."""
-
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url)
-        self.db = self.client.connection_pool.connection_kwargs.get("db", 0)
-        self.sent: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with self.client.monitor() as monitor:
-            for command in monitor.listen():
-                if self._stop.is_set():
-                    return
-                if command.get("db") == self.db and command.get("client_type") != "lua":
-                    self.sent.append(str(command["command"]))
-
-    def __enter__(self) -> _Commands:
-        self._thread.start()
-        time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self.client.ping()
-        self._thread.join(10)
-
-
 def test_a_step_sends_few_redis_commands_and_its_job_ends_without_a_chord(
     sim, workers: Workers, r, redis_url: str
 ) -> None:
@@ -128,7 +97,7 @@ def test_a_step_sends_few_redis_commands_and_its_job_ends_without_a_chord(
     examples = Path(__file__).resolve().parent.parent / "examples"
     workers.start(concurrency=4)
     time.sleep(1.0)  # the worker's own start-up commands are not the steps'
-    with _Commands(redis_url) as seen:
+    with CommandCounter(redis_url) as seen:
         handle = submit_tweets(examples / "personas/mika.json",
                                examples / "calendars/mika.json", count=10)  # fmt: skip
         view = handle.wait(timeout=60, progress=False)
