@@ -148,6 +148,11 @@ RETRY_AFTER_MAX_S = 120.0  # a provider's Retry-After above this is capped
 # its Retry-After up to this many times, apart from LLM_MAX_RETRIES (other errors).
 RATE_LIMITED_MAX_RETRIES = 10
 INLINE_WAIT_MAX_S = 3.0  # longer waits re-schedule the task instead of blocking a slot
+# ... except a wait for the limiter (a slot, the rpm/tpm pace, a throttle, a cooldown):
+# the worker sleeps without asking Redis, and a re-scheduled task would cost its
+# message again and be held by a worker until its time (memory that grows with the
+# queue). Longer waits than this re-schedule.
+LIMITER_INLINE_WAIT_MAX_S = 10.0
 REDIS_OUTAGE_MAX_WAIT_S = 120.0  # a step waits this long for Redis to come back
 # A paid-for result is kept in memory and stored again until Redis takes it (a
 # restart, maxmemory) for up to this long: storing it beats calling a second time.

@@ -33,6 +33,23 @@ end
 return 0
 """
 
+# A job ends, in one call: a reader never sees its final status without its summary.
+# KEYS: JobKeys.all(). ARGV: 1 status, 2 finished_at, 3 summary JSON ('' for none),
+# 4 TTL s, 5.. the statuses it may end from. Returns 1 if it ended now.
+_END_JOB = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return 0 end
+for i = 5, #ARGV do
+  if cur == ARGV[i] then
+    redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2])
+    if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'summary', ARGV[3]) end
+    for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, tonumber(ARGV[4])) end
+    return 1
+  end
+end
+return 0
+"""
+
 # A step starts: its stored success if there is one (KEYS[2] field ARGV[1]); else the
 # job's record, and the step is marked running (KEYS[3]) at ARGV[2], the job started
 # and, if queued, running. KEYS: job, ok, running. Returns {ok or false, record or false}.
@@ -246,13 +263,9 @@ class JobStore:
         self._start_step = client.register_script(_START_STEP)
         self._save_step = client.register_script(_SAVE_STEP)
         self._begin_step = client.register_script(_BEGIN_STEP)
+        self._end_job = client.register_script(_END_JOB)
         self.claims = StepClaims(client, ttl_s)  # the steps' claims (genfleet.claims)
         self._reopen = client.register_script(_REOPEN)
-
-    def _touch(self, pipe: Any, job_id: str) -> None:
-        """Start the job's ``RESULT_TTL_S`` (it has ended)."""
-        for key in JobKeys.of(job_id).all():
-            pipe.expire(key, self.ttl_s)
 
     def _persist(self, pipe: Any, job_id: str) -> None:
         """No TTL while the job is queued or running."""
@@ -430,34 +443,20 @@ class JobStore:
         return Saved(stored, bool(int(complete)), int(round_))
 
     def finish(self, job_id: str, status: str, metrics: JobMetrics, error: str | None) -> bool:
-        """Set a final status, unless the job already ended (e.g. was cancelled)."""
-        job_key = JobKeys.of(job_id).job
-        changed = bool(self._set_status_if(keys=[job_key], args=[status, *_ACTIVE]))
-        if changed:
-            summary = {"metrics": metrics.model_dump(), "error": error}
-            with self.r.pipeline() as pipe:
-                pipe.hset(
-                    job_key,
-                    mapping={
-                        "finished_at": time.time(),
-                        "summary": json.dumps(summary, ensure_ascii=False),
-                    },
-                )
-                self._touch(pipe, job_id)
-                pipe.execute()
-        return changed
+        """Set a final status with its summary (one call), unless the job already
+        ended (e.g. was cancelled)."""
+        summary = json.dumps({"metrics": metrics.model_dump(), "error": error}, ensure_ascii=False)
+        return self._end(job_id, status, summary)
 
     def cancel(self, job_id: str) -> bool:
         """Mark a queued or running job cancelled; False if it had already ended."""
         self.status(job_id)
-        job_key = JobKeys.of(job_id).job
-        changed = bool(self._set_status_if(keys=[job_key], args=[C.STATUS_CANCELLED, *_ACTIVE]))
-        if changed:
-            with self.r.pipeline() as pipe:
-                pipe.hset(job_key, "finished_at", time.time())
-                self._touch(pipe, job_id)
-                pipe.execute()
-        return changed
+        return self._end(job_id, C.STATUS_CANCELLED, "")
+
+    def _end(self, job_id: str, status: str, summary: str) -> bool:
+        keys = list(JobKeys.of(job_id).all())
+        args: list[str | float] = [status, time.time(), summary, self.ttl_s, *_ACTIVE]
+        return bool(int(self._end_job(keys=keys, args=args)))
 
     def reopen(self, job_id: str) -> int:
         """Make an ended job ``running`` again, for ``genfleet resume``; returns the new

@@ -4,8 +4,9 @@ Per call: the response cache; a key from the pool with headroom; admission by th
 cluster-wide limiter (concurrency leases, RPM/TPM windows, the shared cooldown after a
 429, adaptive concurrency, the job's throttle); the call with the key's ``openai``
 client (SDK retries off); then the one retry policy of ``workers.retry``. Short waits
-block here; a wait longer than ``INLINE_WAIT_MAX_S`` raises ``RetryLater`` so the task
-re-schedules itself instead of holding a worker slot.
+block here; a wait for the limiter longer than ``LIMITER_INLINE_WAIT_MAX_S`` (other
+waits: ``INLINE_WAIT_MAX_S``) raises ``RetryLater`` so the task re-schedules itself
+instead of holding a worker slot.
 """
 
 from __future__ import annotations
@@ -249,8 +250,8 @@ class LLMGateway:
         started = time.monotonic()
         queue = self._waiters(request.model)
         fresh = queue.acquire(blocking=False)  # else others wait before us: ask again
-        if not fresh and not queue.acquire(timeout=C.INLINE_WAIT_MAX_S):
-            raise self._wait_later(got, C.INLINE_WAIT_MAX_S, tally, request, ctx)
+        if not fresh and not queue.acquire(timeout=C.LIMITER_INLINE_WAIT_MAX_S):
+            raise self._wait_later(got, C.LIMITER_INLINE_WAIT_MAX_S, tally, request, ctx)
         try:
             while True:
                 waited = time.monotonic() - started
@@ -261,8 +262,8 @@ class LLMGateway:
                 fresh = False
                 best = min(got, key=lambda d: d.wait_s)
                 slot_only = all(d.reason in _SLOT_REASONS for d in got)
-                delay = C.INLINE_WAIT_MAX_S - waited if slot_only else best.wait_s
-                if delay <= 0 or (not slot_only and waited + delay > C.INLINE_WAIT_MAX_S):
+                delay = C.LIMITER_INLINE_WAIT_MAX_S - waited if slot_only else best.wait_s
+                if delay <= 0 or (not slot_only and waited + delay > C.LIMITER_INLINE_WAIT_MAX_S):
                     raise self._wait_later(got, delay, tally, request, ctx)
                 if slot_only:
                     parts = [
