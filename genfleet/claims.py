@@ -20,6 +20,20 @@ import redis
 
 from genfleet import constants as C
 
+# Giving a claim back, for any script: needs no clock.
+GIVE_BACK_LUA = """
+local function give_back(key, step, owner)  -- 1 if it was owner's and is gone now
+  local value = redis.call('HGET', key, step)
+  if value and string.sub(value, 1, #owner + 1) == owner .. ' ' then
+    return redis.call('HDEL', key, step)
+  end
+  return 0
+end
+"""
+
+# Redis' clock and the claim operations, for any script that takes or renews one.
+# take() answers 1 (held now), 2 and the owner whose expired claim it took over, or 0,
+# the live owner and its seconds left.
 CLAIM_PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -27,6 +41,16 @@ local function parse(value)
   if not value then return nil, 0 end
   local owner, expiry = string.match(value, '^(.*) ([%d%.]+)$')
   return owner, tonumber(expiry) or 0
+end
+local function hold(key, step, owner, lease_s)
+  redis.call('HSET', key, step, owner .. ' ' .. string.format('%.3f', now + tonumber(lease_s)))
+end
+local function take(key, step, owner, lease_s)
+  local other, expiry = parse(redis.call('HGET', key, step))
+  if other and other ~= owner and expiry > now then return 0, other, expiry - now end
+  hold(key, step, owner, lease_s)
+  if other and other ~= owner then return 2, other, 0 end
+  return 1, '', 0
 end
 """
 
@@ -36,15 +60,9 @@ end
 _CLAIM = (
     CLAIM_PRELUDE
     + """
-local owner, expiry = parse(redis.call('HGET', KEYS[1], ARGV[1]))
-if owner and owner ~= ARGV[2] and expiry > now then
-  return {0, owner, string.format('%.3f', expiry - now)}
-end
-local until_ = string.format('%.3f', now + tonumber(ARGV[3]))
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. until_)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-if owner and owner ~= ARGV[2] then return {2, owner, '0'} end
-return {1, '', '0'}
+local code, other, left = take(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+if code ~= 0 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4])) end
+return {code, other, string.format('%.3f', left)}
 """
 )
 
@@ -53,22 +71,14 @@ return {1, '', '0'}
 _RENEW = (
     CLAIM_PRELUDE
     + """
-local owner = parse(redis.call('HGET', KEYS[1], ARGV[1]))
-if owner ~= ARGV[2] then return 0 end
-local until_ = string.format('%.3f', now + tonumber(ARGV[3]))
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. until_)
+if parse(redis.call('HGET', KEYS[1], ARGV[1])) ~= ARGV[2] then return 0 end
+hold(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 return 1
 """
 )
 
 # KEYS[1] claims hash; ARGV: 1 step, 2 owner. Deletes the claim if it is the owner's.
-_RELEASE = """
-local value = redis.call('HGET', KEYS[1], ARGV[1])
-if value and string.sub(value, 1, #ARGV[2] + 1) == ARGV[2] .. ' ' then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
-end
-return 0
-"""
+_RELEASE = GIVE_BACK_LUA + "return give_back(KEYS[1], ARGV[1], ARGV[2])\n"
 
 # KEYS[1] claims hash. Returns the step ids whose claims are live.
 _LIVE = (

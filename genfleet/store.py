@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import redis
 
 from genfleet import constants as C
-from genfleet.claims import CLAIM_PRELUDE, StepClaims
+from genfleet.claims import CLAIM_PRELUDE, GIVE_BACK_LUA, StepClaims
 from genfleet.errors import JobBusyError, JobNotFoundError
 from genfleet.records import JobMetrics, JobRecord, JobView, StepResult
 
@@ -50,18 +50,16 @@ end
 return 0
 """
 
-# A step starts: its stored success if there is one (KEYS[2] field ARGV[1]); else the
-# job's record, and the step is marked running (KEYS[3]) at ARGV[2], the job started
-# and, if queued, running. KEYS: job, ok, running. Returns {ok or false, record or false}.
-_START_STEP = """
-local ok = redis.call('HGET', KEYS[2], ARGV[1])
-if ok then return {ok, false} end
-local job = redis.call('HMGET', KEYS[1], 'record', 'status')
-if not job[1] then return {false, false} end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
-if job[2] == ARGV[3] then redis.call('HSET', KEYS[1], 'status', ARGV[4]) end
-return {false, job[1]}
+# Whether a job finished by count has every step's result (1) or not (0): it is
+# running and its ok and failed hashes (KEYS[2], KEYS[3]) hold as many as its total.
+_COMPLETE_LUA = """
+local function complete(finish_by, status, total, running)
+  if finish_by ~= 'count' or status ~= running then return 0 end
+  if redis.call('HLEN', KEYS[2]) + redis.call('HLEN', KEYS[3]) >= tonumber(total) then
+    return 1
+  end
+  return 0
+end
 """
 
 # A delivery of a step begins, in one call: what ``JobStore.begin_step`` returns.
@@ -77,32 +75,24 @@ return {false, job[1]}
 #                               the inputs asked for (false where missing)
 _BEGIN_STEP = (
     CLAIM_PRELUDE
+    + _COMPLETE_LUA
     + """
 local ok = redis.call('HGET', KEYS[2], ARGV[1])
 local job = redis.call('HMGET', KEYS[1], 'record', 'status', 'round', 'finish_by', 'total')
 if ok then
-  local complete = 0
-  if job[4] == 'count' and job[2] == ARGV[6] then
-    local done = redis.call('HLEN', KEYS[2]) + redis.call('HLEN', KEYS[3])
-    if done >= tonumber(job[5]) then complete = 1 end
-  end
-  return {'done', ok, complete, job[3] or '0'}
+  return {'done', ok, complete(job[4], job[2], job[5], ARGV[6]), job[3] or '0'}
 end
 if not job[1] then return {'gone'} end
 if job[2] == ARGV[7] then return {'cancelled'} end
-local owner, expiry = parse(redis.call('HGET', KEYS[6], ARGV[1]))
-if owner and owner ~= ARGV[2] and expiry > now then
-  return {'busy', owner, string.format('%.3f', expiry - now)}
-end
-local until_ = string.format('%.3f', now + tonumber(ARGV[3]))
-redis.call('HSET', KEYS[6], ARGV[1], ARGV[2] .. ' ' .. until_)
+local code, owner, left = take(KEYS[6], ARGV[1], ARGV[2], ARGV[3])
+if code == 0 then return {'busy', owner, string.format('%.3f', left)} end
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
 if job[2] == ARGV[5] then
   redis.call('HSET', KEYS[1], 'status', ARGV[6])
   redis.call('HSETNX', KEYS[1], 'started_at', ARGV[4])
 end
 local took, tried = '', 0
-if owner and owner ~= ARGV[2] then took, tried = owner, 1 end
+if code == 2 then took, tried = owner, 1 end
 if tried == 0 and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then tried = 1 end
 local inputs = {}
 if #ARGV >= 8 then inputs = redis.call('HMGET', KEYS[5], unpack(ARGV, 8)) end
@@ -115,7 +105,10 @@ return {'go', job[1], job[3] or '0', tried, took, inputs}
 # JSON, 3 '1' for a success, 4 TTL s, 5 the claim's owner ('' for none), 6 running,
 # 7.. the ended statuses (a step of a cancelled job finishing late starts its keys'
 # TTL). Returns {1 if stored, 1 if this completes a job finished by count, round}.
-_SAVE_STEP = """
+_SAVE_STEP = (
+    GIVE_BACK_LUA
+    + _COMPLETE_LUA
+    + """
 local written = 1
 if ARGV[3] == '1' then
   written = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
@@ -124,12 +117,7 @@ else
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 end
 redis.call('HDEL', KEYS[4], ARGV[1])
-if ARGV[5] ~= '' then
-  local claim = redis.call('HGET', KEYS[6], ARGV[1])
-  if claim and string.sub(claim, 1, #ARGV[5] + 1) == ARGV[5] .. ' ' then
-    redis.call('HDEL', KEYS[6], ARGV[1])
-  end
-end
+if ARGV[5] ~= '' then give_back(KEYS[6], ARGV[1], ARGV[5]) end
 local job = redis.call('HMGET', KEYS[1], 'status', 'finish_by', 'total', 'round')
 local cur = job[1]
 for i = 7, #ARGV do
@@ -138,13 +126,9 @@ for i = 7, #ARGV do
     return {written, 0, job[4] or '0'}
   end
 end
-local complete = 0
-if job[2] == 'count' and cur == ARGV[6] then
-  local done = redis.call('HLEN', KEYS[2]) + redis.call('HLEN', KEYS[3])
-  if done >= tonumber(job[3]) then complete = 1 end
-end
-return {written, complete, job[4] or '0'}
+return {written, complete(job[2], cur, job[3], ARGV[6]), job[4] or '0'}
 """
+)
 
 # genfleet resume's one decision. KEYS: job hash, claims hash, failed hash (the failures
 # it re-runs are forgotten: they are waiting again). ARGV: the statuses a job may be
@@ -227,11 +211,11 @@ class JobOverview:
 
 @dataclass(frozen=True)
 class StepStart:
-    """What ``JobStore.begin_step`` found; ``record`` is set when the step may run."""
+    """What ``JobStore.begin_step`` found; ``record`` is set when the step may run
+    (neither it, ``existing`` nor ``busy_owner``: the job was cancelled)."""
 
     existing: StepResult | None = None  # a success is stored already
     complete: bool = False  # ... and the job (finished by count) has all its results
-    cancelled: bool = False
     busy_owner: str = ""  # another live attempt holds the step's claim ...
     busy_left_s: float = 0.0  # ... this much longer
     record: JobRecord | None = None
@@ -260,7 +244,6 @@ class JobStore:
         self.r = client
         self.ttl_s = ttl_s
         self._set_status_if = client.register_script(_SET_STATUS_IF)
-        self._start_step = client.register_script(_START_STEP)
         self._save_step = client.register_script(_SAVE_STEP)
         self._begin_step = client.register_script(_BEGIN_STEP)
         self._end_job = client.register_script(_END_JOB)
@@ -361,32 +344,6 @@ class JobStore:
         raw = self.r.hget(JobKeys.of(job_id).ok, step_id)
         return StepResult.model_validate_json(raw) if raw else None
 
-    def step_state(self, job_id: str, step_id: str) -> tuple[StepResult | None, str]:
-        """A step's stored success (or None) and its job's status, in one round trip."""
-        keys = JobKeys.of(job_id)
-        with self.r.pipeline(transaction=False) as pipe:
-            pipe.hget(keys.ok, step_id)
-            pipe.hget(keys.job, "status")
-            raw, status = pipe.execute()
-        if status is None:
-            raise _missing(job_id)
-        return (StepResult.model_validate_json(raw) if raw else None), str(status)
-
-    def start_step(self, job_id: str, step_id: str) -> tuple[StepResult | None, JobRecord]:
-        """Start a step in one script call: its stored success if one exists (then
-        nothing changes), else the job's record with the step marked running (as
-        ``mark_started``)."""
-        keys = JobKeys.of(job_id)
-        ok, record = self._start_step(
-            keys=[keys.job, keys.ok, keys.running],
-            args=[step_id, time.time(), C.STATUS_QUEUED, C.STATUS_RUNNING],
-        )
-        if ok:
-            return StepResult.model_validate_json(ok), self.record(job_id)
-        if not record:
-            raise _missing(job_id)
-        return None, JobRecord.model_validate_json(record)
-
     def begin_step(
         self, job_id: str, step_id: str, owner: str, lease_s: float, inputs: Sequence[str] = ()
     ) -> StepStart:
@@ -404,7 +361,7 @@ class JobStore:
         if what == "gone":
             raise _missing(job_id)
         if what == "cancelled":
-            return StepStart(cancelled=True)
+            return StepStart()  # no record: the step is skipped
         if what == "done":
             existing = StepResult.model_validate_json(reply[1])
             return StepStart(existing=existing, complete=bool(int(reply[2])), round=int(reply[3]))

@@ -70,11 +70,8 @@ class ResponseCache:
         hit = {**data, "cached": True, "attempts": 0, "seconds": 0.0, "cost_usd": 0.0}
         return ChatResult(**hit)
 
-    def put(self, digest: str, result: ChatResult) -> None:
-        self.redis.set(C.KEY_CACHE.format(digest=digest), _payload(result), ex=self.ttl_s)
-
     def put_op(self, ops: Ops, digest: str, result: ChatResult) -> None:
-        """``put`` as an update another script call makes (``workers.ops``)."""
+        """Keep an answer: an update another script call makes (``workers.ops``)."""
         ops.add("SETEX", C.KEY_CACHE.format(digest=digest), self.ttl_s, _payload(result))
 
 

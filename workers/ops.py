@@ -47,13 +47,5 @@ class Ops:
             self.keys.append(key)
         self.args += [op, self.keys.index(key) + 1, field, value]
 
-    def extend(self, other: Ops | None) -> Ops:
-        """Add ``other``'s updates to these; returns self."""
-        if other is not None:
-            for i in range(0, len(other.args), 4):
-                op, index, field, value = other.args[i : i + 4]
-                self.add(op, other.keys[index - 1], field, value)
-        return self
-
     def __bool__(self) -> bool:
         return bool(self.args)
