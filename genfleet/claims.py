@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import redis
 
 from genfleet import constants as C
+from genfleet.scripts import lean_script
 
 # Giving a claim back, for any script: needs no clock.
 GIVE_BACK_LUA = """
@@ -117,10 +118,10 @@ class StepClaims:
         self.r = client
         self.ttl_s = ttl_s
         self.lease_s = lease_s
-        self._claim = client.register_script(_CLAIM)
-        self._release = client.register_script(_RELEASE)
-        self._renew = client.register_script(_RENEW)
-        self._live = client.register_script(_LIVE)
+        self._claim = lean_script(client, _CLAIM)
+        self._release = lean_script(client, _RELEASE)
+        self._renew = lean_script(client, _RENEW)
+        self._live = lean_script(client, _LIVE)
 
     def claim(self, job_id: str, step_id: str, owner: str) -> Claim:
         """Take (or renew) the step's claim for ``owner`` unless another owner holds it."""

@@ -288,7 +288,7 @@ def test_every_key_expires(rdb: redis.Redis, limiter: ClusterLimiter) -> None:
     limiter.release(_grant(grant), actual_tokens=5)
     limiter.report_rate_limited(SCOPE, limits, None)
     keys = rdb.keys("genfleet:lim:*")
-    assert len(keys) >= 6  # empty lease sets are gone already
+    assert len(keys) >= 5  # empty lease sets are gone already; the cooldown is in the state
     assert all(0 < rdb.pttl(key) <= 1_000_000 for key in keys)
     assert not any("key1" in key or "example" in key for key in keys)
 

@@ -56,15 +56,15 @@ def _announce_ready(sender: Any = None, **_: Any) -> None:
 
 
 def _warm_gateway() -> None:
-    """Import the SDK and make each key's client (its TLS setup takes a tenth of a
-    second) before the first step, not during it; on any trouble the first call does
-    it instead."""
+    """Import the SDK (its chat resources too) and make each key's client (its TLS
+    setup takes a tenth of a second) before the first step, not during it; on any
+    trouble the first call does it instead."""
     try:
         from workers import runtime
 
         pool = runtime.gateway().pool
         for key in pool.keys:
-            pool.client_for(key)
+            pool.client_for(key).chat.completions  # noqa: B018  (imports the chat resources)
     except Exception as e:
         logging.getLogger(__name__).warning("LLM clients not made ahead (%s)", e)
 

@@ -1,8 +1,17 @@
-"""Counters of LLM calls, per job and per key, in Redis hashes (see ``constants``)."""
+"""Counters of LLM calls, per job and per key, in Redis hashes (see ``constants``).
+
+A job's counters move with each call (in the limiter's own script calls: the call is
+counted with its admission, a success's counters with its release). A key's counters
+are summed in the process and written along with a later release: at once when the
+process has no other call in flight, else at most ``KEY_STATS_FLUSH_S`` later. A key
+serves every job, so its counters would otherwise cost as many commands again per
+call; what a process held when it was killed (at most that long's worth) is lost.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +20,7 @@ import redis
 
 from genfleet import constants as C
 from genfleet.outage import REDIS_DOWN
+from genfleet.scripts import lean_script
 from workers.ops import OPS_LUA, Ops
 
 logger = logging.getLogger(__name__)
@@ -46,6 +56,34 @@ class Refresher:
         return True
 
 
+KEY_STATS_FLUSH_S = 1.0  # a busy process writes its keys' counters at least this often
+
+
+class _Held:
+    """Key counter updates summed in the process until they ride along in a script call."""
+
+    def __init__(self) -> None:
+        self.adds: dict[tuple[str, str, str], float] = {}  # (op, key, field) -> sum
+        self.sets: dict[tuple[str, str, str], Any] = {}  # (op, key, field) -> last value
+
+    def add(self, op: str, key: str, field: str, value: Any) -> None:
+        if op in ("HINCRBY", "HINCRBYFLOAT"):
+            self.adds[(op, key, field)] = self.adds.get((op, key, field), 0) + value
+        else:
+            self.sets[(op, key, field)] = value
+
+    def move_to(self, ops: Ops) -> None:
+        for (op, key, field), value in self.adds.items():
+            ops.add(op, key, field, round(value, 10) if op == "HINCRBYFLOAT" else value)
+        for (op, key, field), value in self.sets.items():
+            ops.add(op, key, field, value)
+        self.adds.clear()
+        self.sets.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self.adds or self.sets)
+
+
 class CallStats:
     """Adds to a job's and a key's counters in one command (a script call)."""
 
@@ -54,7 +92,61 @@ class CallStats:
         self.ttl_s = ttl_s
         self.refresh = Refresher(ttl_s)
         self._effective: dict[str, int] = {}
-        self._apply = client.register_script(_APPLY)
+        self._apply = lean_script(client, _APPLY)
+        self._lock = threading.Lock()
+        self._held = _Held()  # keys' counters not written yet
+        self._in_flight = 0  # calls between started() and ended()
+        self._written_at = time.monotonic()
+
+    def started(self, key_id: str) -> None:
+        """A call on ``key_id`` was admitted and is about to be made: the key's call
+        count (its job's rode along with the admission)."""
+        with self._lock:
+            self._in_flight += 1
+            self._hold(key_id, {"calls": 1})
+
+    def ended(self, ops: Ops | None) -> Ops | None:
+        """A call is over: ``ops`` (its release's updates) take the keys' counters along
+        when no other call of this process is in flight, or they waited long enough."""
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            now = time.monotonic()
+            if not self._held or (self._in_flight and now - self._written_at < KEY_STATS_FLUSH_S):
+                return ops
+            ops = ops if ops is not None else Ops()
+            self._held.move_to(ops)
+            self._written_at = now
+        return ops
+
+    def _hold(
+        self, key_id: str, counts: dict[str, int], wait_s: float = 0.0,
+        effective_concurrency: int | None = None, model: str | None = None,
+        cost: Cost | None = None,
+    ) -> None:  # fmt: skip
+        """Sum a key's updates here (the caller holds the lock)."""
+        key = C.KEY_STATS_KEY.format(key_id=key_id)
+        for name, value in counts.items():
+            if value:
+                self._held.add("HINCRBY", key, name, value)
+        if wait_s > 0:
+            self._held.add("HINCRBYFLOAT", key, "limiter_wait_s", round(wait_s, 4))
+        if effective_concurrency is not None and self._changed(key, effective_concurrency):
+            self._held.add("HSET", key, "effective_concurrency", effective_concurrency)
+        if self.refresh.due(key):
+            self._held.add("EXPIRE", key, "", self.ttl_s)
+        if model:  # which models a key served: genfleet stats lists them
+            models = C.KEY_MODELS.format(key_id=key_id)
+            if self.refresh.due(f"{models}\n{model}"):  # a set: adding again adds nothing
+                self._held.add("SADD", models, model, "")
+                self._held.add("EXPIRE", models, "", self.ttl_s)
+        if cost is not None:
+            costs = C.KEY_STATS_COST.format(key_id=key_id)
+            if cost.usd is None:
+                self._held.add("HINCRBY", costs, f"{cost.model}{UNPRICED_SUFFIX}", 1)
+            else:
+                self._held.add("HINCRBYFLOAT", costs, cost.model, cost.usd)
+            if self.refresh.due(costs):
+                self._held.add("EXPIRE", costs, "", self.ttl_s)
 
     def _changed(self, key: str, effective: int) -> bool:
         """Whether ``effective`` differs from what this process wrote to ``key`` last
@@ -86,6 +178,9 @@ class CallStats:
             job_id, key_id, counts, wait_s=wait_s, effective_concurrency=effective_concurrency,
             model=model, cost=cost,
         )  # fmt: skip
+        with self._lock:  # a command is sent anyway: the keys' counters go with it
+            self._held.move_to(ops)
+            self._written_at = time.monotonic()
         if ops:
             self._apply(keys=ops.keys, args=ops.args)
 
@@ -94,15 +189,14 @@ class CallStats:
         effective_concurrency: int | None = None, model: str | None = None,
         cost: Cost | None = None, expire: bool = True,
     ) -> Ops:  # fmt: skip
-        """The updates ``add`` makes, for another script call to carry (``workers.ops``).
+        """The job's updates ``add`` makes, for another script call to carry
+        (``workers.ops``); the key's (``key_id``) are held here for ``ended``.
 
-        ``expire=False`` leaves the keys' TTL to a later update of the same call (for
+        ``expire=False`` leaves the job's TTL to a later update of the same call (for
         updates that may not be made: the limiter drops them when it denies)."""
-        keys = [C.KEY_STATS_JOB.format(job_id=job_id)] if job_id else []
-        if key_id:
-            keys.append(C.KEY_STATS_KEY.format(key_id=key_id))
         ops = Ops()
-        for key in keys:
+        if job_id:
+            key = C.KEY_STATS_JOB.format(job_id=job_id)
             for name, value in counts.items():
                 if value:
                     ops.add("HINCRBY", key, name, value)
@@ -112,13 +206,14 @@ class CallStats:
                 ops.add("HSET", key, "effective_concurrency", effective_concurrency)
             if expire and self.refresh.due(key):
                 ops.add("EXPIRE", key, "", self.ttl_s)
-        if key_id and model:  # which models a key served: genfleet stats lists them
-            models = C.KEY_MODELS.format(key_id=key_id)
-            if self.refresh.due(f"{models}\n{model}"):  # a set: adding again adds nothing
-                ops.add("SADD", models, model, "")
-                ops.add("EXPIRE", models, "", self.ttl_s)
-        if cost is not None:
-            _add_cost(ops, keys[:1] if job_id else [], key_id, cost, self.ttl_s, self.refresh)
+            if cost is not None:
+                if cost.usd is None:
+                    ops.add("HINCRBY", key, "unpriced_calls", 1)
+                else:
+                    ops.add("HINCRBYFLOAT", key, "cost_usd", round(cost.usd, 10))
+        if key_id:
+            with self._lock:
+                self._hold(key_id, counts, wait_s, effective_concurrency, model, cost)
         return ops
 
 
@@ -132,25 +227,6 @@ class Cost:
 
     model: str
     usd: float | None
-
-
-def _add_cost(
-    ops: Ops, job_keys: list[str], key_id: str | None, cost: Cost, ttl_s: int,
-    refresh: Refresher,
-) -> None:  # fmt: skip
-    for key in job_keys:
-        if cost.usd is None:
-            ops.add("HINCRBY", key, "unpriced_calls", 1)
-        else:
-            ops.add("HINCRBYFLOAT", key, "cost_usd", round(cost.usd, 10))
-    if key_id:
-        costs = C.KEY_STATS_COST.format(key_id=key_id)
-        if cost.usd is None:
-            ops.add("HINCRBY", costs, f"{cost.model}{UNPRICED_SUFFIX}", 1)
-        else:
-            ops.add("HINCRBYFLOAT", costs, cost.model, round(cost.usd, 10))
-        if refresh.due(costs):
-            ops.add("EXPIRE", costs, "", ttl_s)
 
 
 def read_costs(client: redis.Redis, key_id: str) -> dict[str, float | None]:

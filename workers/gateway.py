@@ -119,11 +119,13 @@ class LLMGateway:
         self, key: ApiKey, grant: Grant, request: ChatRequest, ctx: CallContext, attempts: int,
         waited: float, digest: str,
     ) -> ChatResult | LLMError:  # fmt: skip
-        """One call under its grant (which counted the call: a crash is a call): the
-        lease is renewed while the call runs and given back (its budget settled)
-        whatever happens, with a success's counters and cache entry in the same
-        command; a 429 is reported to every worker."""
+        """One call under its grant (which counted the call for the job: a crash is a
+        call): the lease is renewed while the call runs and given back (its budget
+        settled) whatever happens, with a success's counters, the cache entry and the
+        keys' counters when due (``CallStats.ended``) in the same command; a 429 is
+        reported to every worker."""
         ok, actual, cost, after = False, None, 0.0, None
+        self.stats.started(key.key_id)
         try:
             with renewing(f"limiter lease {grant.lease_id}", lambda: self._renew(grant, key)):
                 result = call_chat(
@@ -143,6 +145,7 @@ class LLMGateway:
                 self._report_rate_limited(key, request, error, ctx)
             return error
         finally:
+            after = self.stats.ended(after)
             self._release(grant, actual_tokens=actual, ok=ok, cost=cost, extra=after)
 
     def _price(self, key: ApiKey, model: str, result: ChatResult) -> float:
@@ -331,7 +334,7 @@ class LLMGateway:
             scope, limits, tokens, job_id=ctx.job_id,
             job_concurrency=ctx.job_concurrency, throttle_ms=ctx.throttle_ms,
             budget=self._budget_ask(key, request, ctx, tokens - request.max_tokens),
-            extra=self.stats.ops(ctx.job_id, key.key_id, {"calls": 1}, expire=False),
+            extra=self.stats.ops(ctx.job_id, None, {"calls": 1}, expire=False),
         )  # fmt: skip
         if isinstance(got, Grant):
             self._note_effective(scope, got.effective_concurrency)

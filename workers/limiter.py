@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from genfleet import constants as C
+from genfleet.scripts import lean_script
 from workers import limiter_lua
 from workers.budget import BudgetAsk
 from workers.ops import Ops
@@ -108,12 +109,13 @@ class ClusterLimiter:
             raise ValueError(f"window_margin_s must be >= 0, got {window_margin_s}")
         self.client = client
         self.window_s = C.LIMITER_WINDOW_S + window_margin_s
-        self._acquire = client.register_script(limiter_lua.ACQUIRE)
-        self._release = client.register_script(limiter_lua.RELEASE)
-        self._renew = client.register_script(limiter_lua.RENEW)
-        self._report = client.register_script(limiter_lua.REPORT_RATE_LIMITED)
-        self._snapshot = client.register_script(limiter_lua.SNAPSHOT)
-        self._reschedule = client.register_script(limiter_lua.RESCHEDULE)
+        self._acquire = lean_script(client, limiter_lua.ACQUIRE)
+        self._release = lean_script(client, limiter_lua.RELEASE)
+        self._renew = lean_script(client, limiter_lua.RENEW)
+        self._report = lean_script(client, limiter_lua.REPORT_RATE_LIMITED)
+        self._snapshot = lean_script(client, limiter_lua.SNAPSHOT)
+        self._reschedule = lean_script(client, limiter_lua.RESCHEDULE)
+        self._refreshed: dict[str, float] = {}  # scope -> when this process last asked
 
     def try_acquire(
         self,
@@ -148,6 +150,7 @@ class ClusterLimiter:
             limits.lease_s, self.window_s, job_concurrency, throttle_ms / 1000.0,
             self._ttl_ms(limits), C.LIMITER_BURST_DIVISOR, C.LIMITER_CONCURRENCY_WAIT_S,
             C.LIMITER_MIN_WAIT_S, *_budget_args(ask), C.LIMITER_WAKE_TTL_S,
+            int(self._refresh_due(part, limits)),
         ]  # fmt: skip
         if extra:
             keys, args = keys + extra.keys, args + extra.args
@@ -294,6 +297,18 @@ class ClusterLimiter:
             "cooldown_left_s": float(reply[4]),
             "rate_limited_total": int(reply[5]),
         }
+
+    def _refresh_due(self, part: str, limits: Limits) -> bool:
+        """Whether this admission should renew the scope's key TTLs and drop expired
+        leases (ACQUIRE's ARGV[20]): on this process's first call of the scope, then at
+        most every tenth of the TTL, so a scope in use never expires."""
+        now = time.monotonic()
+        if now < self._refreshed.get(part, 0.0):
+            return False
+        if len(self._refreshed) > 10_000:  # many scopes over a long life
+            self._refreshed.clear()
+        self._refreshed[part] = now + min(30.0, self._ttl_ms(limits) / 10_000)
+        return True
 
     def _ttl_ms(self, limits: Limits) -> int:
         """How long a scope's keys outlive its last use."""

@@ -24,15 +24,19 @@ local function fmt(x) return string.format('%.6f', x) end
 local function clamp(x, lo, hi) return math.max(lo, math.min(hi, x)) end
 """
 
-# KEYS: 1 cooldown, 2 state, 3 leases, 4 rpm log, 5 tpm log, 6 tpm tokens,
+# KEYS: 1 (unused: the cooldown is the state's 'cool'), 2 state, 3 leases, 4 rpm log,
+#       5 tpm log, 6 tpm tokens,
 #       7 job next, 8 job leases, 9 job budget, 10 day budget (workers.budget),
 #       11 the scope's wake-up list (see RELEASE)
 # ARGV: 1 now, 2 lease id, 3 tokens, 4 max_concurrent, 5 rpm, 6 tpm, 7 lease_s,
 #       8 window_s, 9 job_concurrency, 10 throttle_s, 11 ttl_ms, 12 burst divisor,
 #       13 slot wait hint, 14 minimum wait, 15-18 budget (cost, job max, day max, ttl),
-#       19 how long a slot waiter may wait to be woken (see RELEASE)
-# Then, past KEYS[11] and ARGV[19], updates applied only when the call is admitted
+#       19 how long a slot waiter may wait to be woken (see RELEASE),
+#       20 refresh (1: renew every key's TTL and drop expired leases; the caller asks
+#          for it now and then, see ``ClusterLimiter``; else only keys made now get one)
+# Then, past KEYS[11] and ARGV[20], updates applied only when the call is admitted
 # (its counters: ``workers.ops``).
+# The state hash is read once (HMGET) and written once (HSET of what changed).
 # Returns {1, in_flight, effective} or {0, reason, wait_s}.
 ACQUIRE = (
     PRELUDE
@@ -46,7 +50,12 @@ local job_conc, throttle_s = tonumber(ARGV[9]), tonumber(ARGV[10])
 local ttl_ms, divisor = tonumber(ARGV[11]), tonumber(ARGV[12])
 local slot_wait, min_wait = tonumber(ARGV[13]), tonumber(ARGV[14])
 local waiting_s = tonumber(ARGV[19]) or 0
+local refresh = ARGV[20] == '1'
 local state, leases, rpm_log, tpm_log, tpm_tok = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local st = redis.call('HMGET', state, 'eff', 'max', 'tpm', 'rpm_tat', 'tpm_tat', 'cool')
+local fresh = {}  -- keys this call makes: they get their TTL now (see ARGV[20])
+local writes = {}  -- state fields to set, in one HSET at the end
+if not st[1] then fresh[state] = true end
 """
     + budget_lua(9, 15)
     + """
@@ -59,8 +68,8 @@ end
 -- first (0 means now). `burst` is in the same units as `cost`. The wait is summed so
 -- that an idle bucket gives exactly 0, and a wait under a microsecond (float noise
 -- at Unix-time magnitudes) counts as none: pacing is soft, the window log is the cap.
-local function gcra(field, cost, interval, burst)
-  local tat = math.max(num(redis.call('HGET', state, field), 0), now)
+local function gcra(stored, cost, interval, burst)
+  local tat = math.max(num(stored, 0), now)
   local wait = (tat - now) + (cost - burst) * interval
   if wait < 0.000001 then wait = 0 end
   return tat + cost * interval, wait
@@ -73,7 +82,9 @@ local function job_wait()
   end
   if job_conc > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
-    if redis.call('ZCARD', KEYS[8]) >= job_conc then return 'job_concurrency', slot_wait end
+    local held = redis.call('ZCARD', KEYS[8])
+    if held >= job_conc then return 'job_concurrency', slot_wait end
+    if held == 0 then fresh[KEYS[8]] = true end
   end
   return nil, 0
 end
@@ -82,6 +93,7 @@ end
 local function rpm_window_wait()
   redis.call('ZREMRANGEBYSCORE', rpm_log, '-inf', now - window)
   local count = redis.call('ZCARD', rpm_log)
+  if count == 0 then fresh[rpm_log] = true end
   if count < rpm then return 0 end
   local nth = redis.call('ZRANGE', rpm_log, count - rpm, count - rpm, 'WITHSCORES')
   return tonumber(nth[2]) + window - now
@@ -100,7 +112,10 @@ local function tpm_window_sum()
     redis.call('ZREM', tpm_log, unpack(old))
     redis.call('HINCRBY', state, 'tpm_sum', -freed)
   end
-  if redis.call('ZCARD', tpm_log) == 0 then return 0 end  -- heals a drifted sum
+  if redis.call('ZCARD', tpm_log) == 0 then  -- heals a drifted sum
+    fresh[tpm_log], fresh[tpm_tok] = true, true
+    return 0
+  end
   return num(redis.call('HGET', state, 'tpm_sum'), 0)
 end
 
@@ -124,7 +139,7 @@ local function rate_wait()
   local rpm_tat, tpm_tat
   if rpm > 0 then
     local wait = rpm_window_wait()
-    local tat, pace = gcra('rpm_tat', 1, 60 / rpm, math.max(1, math.floor(rpm / divisor)))
+    local tat, pace = gcra(st[4], 1, 60 / rpm, math.max(1, math.floor(rpm / divisor)))
     wait = math.max(wait, pace)
     if wait > 0 then return 'rpm', wait end
     rpm_tat = tat
@@ -134,7 +149,7 @@ local function rate_wait()
     local sum, wait = tpm_window_sum(), 0
     if sum + tokens > tpm then wait = tpm_window_wait(sum + tokens - tpm) end
     local burst = math.max(tokens, math.floor(tpm / divisor))
-    local tat, pace = gcra('tpm_tat', tokens, 60 / tpm, burst)
+    local tat, pace = gcra(st[5], tokens, 60 / tpm, burst)
     wait = math.max(wait, pace)
     if wait > 0 then return 'tpm', wait end
     tpm_tat = tat
@@ -142,18 +157,27 @@ local function rate_wait()
   return nil, 0, rpm_tat, tpm_tat
 end
 
+local function put(field, value)
+  writes[#writes + 1] = field
+  writes[#writes + 1] = value
+end
+
 local function admit(effective, in_flight, rpm_tat, tpm_tat)
   redis.call('ZADD', leases, now + lease_s, lease)
-  redis.call('HSET', state, 'eff', effective, 'max', maxc, 'tpm', tpm)
+  if in_flight == 0 then fresh[leases] = true end
+  -- What RELEASE and SNAPSHOT read back: set when it changed, not on every call.
+  if num(st[1], -1) ~= effective then put('eff', effective) end
+  if num(st[2], -1) ~= maxc then put('max', maxc) end
+  if num(st[3], -1) ~= tpm then put('tpm', tpm) end
   if rpm_tat then
     redis.call('ZADD', rpm_log, now, lease)
-    redis.call('HSET', state, 'rpm_tat', rpm_tat)
+    put('rpm_tat', rpm_tat)
   end
   if tpm_tat then
     redis.call('ZADD', tpm_log, now, lease)
     redis.call('HSET', tpm_tok, lease, tokens)
     redis.call('HINCRBY', state, 'tpm_sum', tokens)
-    redis.call('HSET', state, 'tpm_tat', tpm_tat)
+    put('tpm_tat', tpm_tat)
   end
   if throttle_s > 0 then
     local px = ttl_ms + math.ceil(throttle_s * 1000)
@@ -161,7 +185,7 @@ local function admit(effective, in_flight, rpm_tat, tpm_tat)
   end
   if job_conc > 0 then redis.call('ZADD', KEYS[8], now + lease_s, lease) end
   budget_reserve()
-  apply_ops(11, 20)
+  apply_ops(11, 21)
   return {1, in_flight + 1, effective}
 end
 
@@ -170,21 +194,26 @@ end
 -- before now and was still refused): dropped, so a waiter never spins on them.
 local function wait_for_slot(reason)
   if KEYS[11] then
-    redis.call('HSET', state, 'waiting', fmt(now + waiting_s))
+    put('waiting', fmt(now + waiting_s))
     redis.call('DEL', KEYS[11])
   end
   return deny(reason, slot_wait)
 end
 
 local function decide()
-  local cooldown_until = num(redis.call('GET', KEYS[1]), 0)
+  local cooldown_until = num(st[6], 0)
   if now < cooldown_until then return deny('cooldown', cooldown_until - now) end
   local reason, wait = job_wait()
   if reason == 'job_concurrency' then return wait_for_slot(reason) end
   if reason then return deny(reason, wait) end
-  redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-  local effective = clamp(num(redis.call('HGET', state, 'eff'), maxc), 1, maxc)
-  local in_flight = redis.call('ZCARD', leases)
+  local effective = clamp(num(st[1], maxc), 1, maxc)
+  local in_flight
+  if refresh then  -- leases of dead workers are dropped now and then, not on every call
+    redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+    in_flight = redis.call('ZCARD', leases)
+  else
+    in_flight = redis.call('ZCOUNT', leases, '(' .. string.format('%.17g', now), '+inf')
+  end
   if in_flight >= effective then return wait_for_slot('concurrency') end
   local rpm_tat, tpm_tat
   reason, wait, rpm_tat, tpm_tat = rate_wait()
@@ -195,16 +224,17 @@ local function decide()
 end
 
 local reply = decide()
--- Keep the scope's keys alive while it is used; the logs of a limit that is off are
--- never written (one left from before expires by itself).
-redis.call('PEXPIRE', state, ttl_ms)
-redis.call('PEXPIRE', leases, ttl_ms)
-if rpm > 0 then redis.call('PEXPIRE', rpm_log, ttl_ms) end
-if tpm > 0 then
-  redis.call('PEXPIRE', tpm_log, ttl_ms)
-  redis.call('PEXPIRE', tpm_tok, ttl_ms)
+if #writes > 0 then redis.call('HSET', state, unpack(writes)) end
+-- Keep the scope's keys alive while it is used: every key on a refresh, else the keys
+-- made now (a key that exists got its TTL when it was made). The logs of a limit
+-- that is off are never written (one left from before expires by itself).
+local used = {state, leases}
+if rpm > 0 then used[#used + 1] = rpm_log end
+if tpm > 0 then used[#used + 1] = tpm_log; used[#used + 1] = tpm_tok end
+if job_conc > 0 then used[#used + 1] = KEYS[8] end
+for _, key in ipairs(used) do
+  if refresh or fresh[key] then redis.call('PEXPIRE', key, ttl_ms) end
 end
-if job_conc > 0 then redis.call('PEXPIRE', KEYS[8], ttl_ms) end
 return reply
 """
 )
@@ -228,7 +258,7 @@ local expiry = tonumber(redis.call('ZSCORE', KEYS[2], lease))
 local live = expiry ~= nil and expiry > now
 redis.call('ZREM', KEYS[2], lease)
 if ARGV[5] ~= '0' then redis.call('ZREM', KEYS[5], lease) end
-local st = redis.call('HMGET', state, 'eff', 'max', 'waiting')
+local st = redis.call('HMGET', state, 'eff', 'max', 'waiting', 'streak', 'tpm', 'tpm_tat')
 local has_state = st[1] ~= false  -- else the idle scope expired
 if KEYS[6] and num(st[3], 0) > now then
   redis.call('LPUSH', KEYS[6], 1)
@@ -242,16 +272,17 @@ local function correct_tokens()
   local delta = actual - reserved
   redis.call('HSET', KEYS[4], lease, actual)
   redis.call('HINCRBY', state, 'tpm_sum', delta)
-  local tpm = num(redis.call('HGET', state, 'tpm'), 0)
-  local tat = tonumber(redis.call('HGET', state, 'tpm_tat'))
+  local tpm, tat = num(st[5], 0), tonumber(st[6])
   if tpm > 0 and tat then redis.call('HSET', state, 'tpm_tat', tat + delta * 60 / tpm) end
 end
 
--- AIMD additive increase: one more slot after `effective` successes in a row.
+-- AIMD additive increase: one more slot after `effective` successes in a row (none
+-- to count at the cap).
 local function grow()
   local effective = num(st[1], 1)
   local maxc = num(st[2], effective)
-  redis.call('HSET', state, 'streak', 0)
+  if num(st[4], 0) ~= 0 then redis.call('HSET', state, 'streak', 0) end
+  if effective >= maxc then return end
   if redis.call('HINCRBY', state, 'succ', 1) >= effective then
     redis.call('HSET', state, 'eff', math.min(maxc, effective + 1), 'succ', 0)
   end
@@ -280,7 +311,7 @@ return 1
 """
 )
 
-# KEYS: 1 cooldown, 2 state
+# KEYS: 1 (unused), 2 state (its 'cool' is when the cooldown ends)
 # ARGV: 1 now, 2 retry_after_s (< 0: none), 3 max_concurrent, 4 ttl_ms,
 #       5 backoff initial, 6 backoff max, 7 decrease gap
 # Returns the cooldown left, in seconds.
@@ -304,17 +335,18 @@ if last == nil or now - last >= gap then
     'succ', 0, 'last_dec', now, 'streak', streak)
 end
 redis.call('HINCRBY', state, 'rl_total', 1)
-redis.call('PEXPIRE', state, ttl_ms)
 
 local delay = retry_after
 if delay < 0 then
   delay = math.min(backoff_max, backoff_initial * 2 ^ (math.max(streak, 1) - 1))
 end
-local cooldown_until = math.max(num(redis.call('GET', KEYS[1]), 0), now + delay)
-if cooldown_until > now then
-  local px = ttl_ms + math.ceil((cooldown_until - now) * 1000)
-  redis.call('SET', KEYS[1], cooldown_until, 'PX', px)
+local cooldown_until = math.max(num(redis.call('HGET', state, 'cool'), 0), now + delay)
+local px = ttl_ms
+if cooldown_until > now then  -- ACQUIRE reads the cooldown from the state: it outlives it
+  redis.call('HSET', state, 'cool', fmt(cooldown_until))
+  px = ttl_ms + math.ceil((cooldown_until - now) * 1000)
 end
+redis.call('PEXPIRE', state, px)
 return fmt(math.max(0, cooldown_until - now))
 """
 )
@@ -335,7 +367,7 @@ return fmt(at - now)
 """
 )
 
-# KEYS: 1 cooldown, 2 state, 3 leases, 4 rpm log, 5 tpm log, 6 tpm tokens
+# KEYS: 1 (unused), 2 state, 3 leases, 4 rpm log, 5 tpm log, 6 tpm tokens
 # ARGV: 1 now, 2 max_concurrent, 3 window_s
 # Read-only. Returns {in_flight, effective, requests, tokens, cooldown_left, rl_total}.
 SNAPSHOT = (
@@ -358,7 +390,7 @@ return {
   clamp(num(redis.call('HGET', KEYS[2], 'eff'), maxc), 1, maxc),
   redis.call('ZCOUNT', KEYS[4], after(cutoff), '+inf'),
   tostring(tokens),
-  fmt(math.max(0, num(redis.call('GET', KEYS[1]), 0) - now)),
+  fmt(math.max(0, num(redis.call('HGET', KEYS[2], 'cool'), 0) - now)),
   num(redis.call('HGET', KEYS[2], 'rl_total'), 0),
 }
 """
