@@ -46,11 +46,15 @@ def call_chat(
     deadline = started + timeout_s
     where = _Where(provider, request.model)
     try:
-        # The body goes as it is (``extra_body``): the SDK would otherwise walk every
-        # message and the JSON schema to transform them, which they never need.
-        with client.chat.completions.with_streaming_response.create(
-            model=request.model, messages=[], extra_body=request.body(), timeout=timeout_s
-        ) as response:
+        # The SDK's own way to send a request as it is (``client.post``, its "custom
+        # requests"): ``chat.completions.create`` would first walk every parameter,
+        # message and JSON schema to transform them, which they never need. The
+        # header asks for the answer unread (what ``with_streaming_response`` sets).
+        response = client.post(
+            "/chat/completions", cast_to=_chat_completion(), body=request.body(),
+            options={"timeout": timeout_s, "headers": _STREAM_HEADERS},
+        )  # fmt: skip
+        try:
             status = response.status_code
             if on_headers is not None:
                 on_headers(response.headers)
@@ -59,6 +63,8 @@ def call_chat(
                 body = _read_body(response, deadline, timeout_s, where)
             finally:
                 _deadlines.cancel(cut)
+        finally:
+            response.close()
     except openai.OpenAIError as e:
         if isinstance(e, openai.APIStatusError) and on_headers is not None:
             on_headers(e.response.headers)
@@ -68,6 +74,17 @@ def call_chat(
     result.seconds = time.monotonic() - started
     return result
 
+
+
+# The SDK's raw-response header (openai._constants.RAW_RESPONSE_HEADER): "stream" sends
+# the request with the body left unread and returns the SDK's APIResponse.
+_STREAM_HEADERS = {"X-Stainless-Raw-Response": "stream"}
+
+
+def _chat_completion() -> Any:
+    from openai.types.chat import ChatCompletion
+
+    return ChatCompletion
 
 
 class _Deadlines:
