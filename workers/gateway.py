@@ -243,17 +243,24 @@ class LLMGateway:
         """A key and the limiter's grant; waits briefly, else raises ``RetryLater``.
 
         A denied call does not poll. It queues behind this process's other waiters
-        for the model (only the first of them asks Redis), then sleeps until the
-        admission time the limiter computed, or, when a slot is the limit, blocks on
-        the scope's wake-up list until a release frees one.
+        for the model (only the first of them asks Redis; a call that finds others
+        waiting queues without asking), then sleeps until the admission time the
+        limiter computed (a time of its own under an rpm limit: see ACQUIRE), or,
+        when a slot is the limit, blocks on the scope's wake-up list until a release
+        frees one.
         """
-        got = self._try_keys(request, ctx, tokens)
-        if not isinstance(got, list):
-            return (*got, 0.0)
-        started = time.monotonic()
         queue = self._waiters(request.model)
-        fresh = queue.acquire(blocking=False)  # else others wait before us: ask again
+        got: tuple[ApiKey, Grant] | list[Denied] | None = None
+        if not queue.locked():  # a call of ours already waits: asking now would be refused
+            got = self._try_keys(request, ctx, tokens)
+            if not isinstance(got, list):
+                return (*got, 0.0)
+        started = time.monotonic()
+        fresh = got is not None and queue.acquire(blocking=False)  # else ask again when first
         if not fresh and not queue.acquire(timeout=C.LIMITER_INLINE_WAIT_MAX_S):
+            got = self._try_keys(request, ctx, tokens)
+            if not isinstance(got, list):
+                return (*got, time.monotonic() - started)
             raise self._wait_later(got, C.LIMITER_INLINE_WAIT_MAX_S, tally, request, ctx)
         try:
             while True:
@@ -263,6 +270,7 @@ class LLMGateway:
                     if not isinstance(got, list):
                         return (*got, waited)
                 fresh = False
+                assert isinstance(got, list)
                 best = min(got, key=lambda d: d.wait_s)
                 slot_only = all(d.reason in _SLOT_REASONS for d in got)
                 delay = C.LIMITER_INLINE_WAIT_MAX_S - waited if slot_only else best.wait_s

@@ -52,10 +52,14 @@ local slot_wait, min_wait = tonumber(ARGV[13]), tonumber(ARGV[14])
 local waiting_s = tonumber(ARGV[19]) or 0
 local refresh = ARGV[20] == '1'
 local state, leases, rpm_log, tpm_log, tpm_tok = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local st = redis.call('HMGET', state, 'eff', 'max', 'tpm', 'rpm_tat', 'tpm_tat', 'cool')
+local st = redis.call('HMGET', state, 'eff', 'max', 'tpm', 'rpm_tat', 'tpm_tat', 'cool', 'rpm_q')
 local fresh = {}  -- keys this call makes: they get their TTL now (see ARGV[20])
 local writes = {}  -- state fields to set, in one HSET at the end
 if not st[1] then fresh[state] = true end
+local function put(field, value)
+  writes[#writes + 1] = field
+  writes[#writes + 1] = value
+end
 """
     + budget_lua(9, 15)
     + """
@@ -141,7 +145,14 @@ local function rate_wait()
     local wait = rpm_window_wait()
     local tat, pace = gcra(st[4], 1, 60 / rpm, math.max(1, math.floor(rpm / divisor)))
     wait = math.max(wait, pace)
-    if wait > 0 then return 'rpm', wait end
+    if wait > 0 then
+      -- Each refused caller gets a time of its own, one interval after the last one
+      -- handed out: waiters that all came back at the first free time would all but
+      -- one be refused again. A hint: admission still decides when they come back.
+      local at = math.max(now + wait, num(st[7], 0) + 60 / rpm)
+      put('rpm_q', fmt(at))
+      return 'rpm', at - now
+    end
     rpm_tat = tat
   end
   if tpm > 0 then
@@ -155,11 +166,6 @@ local function rate_wait()
     tpm_tat = tat
   end
   return nil, 0, rpm_tat, tpm_tat
-end
-
-local function put(field, value)
-  writes[#writes + 1] = field
-  writes[#writes + 1] = value
 end
 
 local function admit(effective, in_flight, rpm_tat, tpm_tat)
