@@ -53,12 +53,14 @@ return 0
 
 # Whether a job finished by count has every step's result (1) or not (0): it is
 # running and its ok and failed hashes (KEYS[2], KEYS[3]) hold as many as its total.
+# The job hash's 'failures' counts the failures stored in this run (a resume clears
+# it with them): while it is 0 the failed hash is empty and is not read or written.
 _COMPLETE_LUA = """
-local function complete(finish_by, status, total, running)
+local function complete(finish_by, status, total, running, failures)
   if finish_by ~= 'count' or status ~= running then return 0 end
-  if redis.call('HLEN', KEYS[2]) + redis.call('HLEN', KEYS[3]) >= tonumber(total) then
-    return 1
-  end
+  local stored = redis.call('HLEN', KEYS[2])
+  if (tonumber(failures) or 0) > 0 then stored = stored + redis.call('HLEN', KEYS[3]) end
+  if stored >= tonumber(total) then return 1 end
   return 0
 end
 """
@@ -79,9 +81,10 @@ _BEGIN_STEP = (
     + _COMPLETE_LUA
     + """
 local ok = redis.call('HGET', KEYS[2], ARGV[1])
-local job = redis.call('HMGET', KEYS[1], 'record', 'status', 'round', 'finish_by', 'total')
+local job = redis.call('HMGET', KEYS[1], 'record', 'status', 'round', 'finish_by', 'total',
+  'failures')
 if ok then
-  return {'done', ok, complete(job[4], job[2], job[5], ARGV[6]), job[3] or '0'}
+  return {'done', ok, complete(job[4], job[2], job[5], ARGV[6], job[6]), job[3] or '0'}
 end
 if not job[1] then return {'gone'} end
 if job[2] == ARGV[7] then return {'cancelled'} end
@@ -94,7 +97,9 @@ if job[2] == ARGV[5] then
 end
 local took, tried = '', 0
 if code == 2 then took, tried = owner, 1 end
-if tried == 0 and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then tried = 1 end
+if tried == 0 and (tonumber(job[6]) or 0) > 0 and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
+  tried = 1
+end
 local inputs = {}
 if #ARGV >= 8 then inputs = redis.call('HMGET', KEYS[5], unpack(ARGV, 8)) end
 return {'go', job[1], job[3] or '0', tried, took, inputs}
@@ -110,16 +115,16 @@ _SAVE_STEP = (
     GIVE_BACK_LUA
     + _COMPLETE_LUA
     + """
-local written = 1
+local job = redis.call('HMGET', KEYS[1], 'status', 'finish_by', 'total', 'round', 'failures')
+local written, failures = 1, tonumber(job[5]) or 0
 if ARGV[3] == '1' then
   written = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
-  redis.call('HDEL', KEYS[3], ARGV[1])
-else
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+  if failures > 0 then redis.call('HDEL', KEYS[3], ARGV[1]) end
+elseif redis.call('HSET', KEYS[3], ARGV[1], ARGV[2]) == 1 and job[1] then
+  failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 end
 redis.call('HDEL', KEYS[4], ARGV[1])
 if ARGV[5] ~= '' then give_back(KEYS[6], ARGV[1], ARGV[5]) end
-local job = redis.call('HMGET', KEYS[1], 'status', 'finish_by', 'total', 'round')
 local cur = job[1]
 for i = 7, #ARGV do
   if cur == ARGV[i] then
@@ -127,7 +132,7 @@ for i = 7, #ARGV do
     return {written, 0, job[4] or '0'}
   end
 end
-return {written, complete(job[2], cur, job[3], ARGV[6]), job[4] or '0'}
+return {written, complete(job[2], cur, job[3], ARGV[6], failures), job[4] or '0'}
 """
 )
 
@@ -149,7 +154,7 @@ for i = 1, #claims, 2 do
   if expiry > now then return {-1, claims[i]} end
 end
 redis.call('HSET', KEYS[1], 'status', 'running')
-redis.call('HDEL', KEYS[1], 'finished_at', 'summary')
+redis.call('HDEL', KEYS[1], 'finished_at', 'summary', 'failures')
 redis.call('DEL', KEYS[3])
 return {1, redis.call('HINCRBY', KEYS[1], 'round', 1)}
 """
