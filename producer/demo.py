@@ -68,8 +68,8 @@ def run_demo(versions: int = 3, latency_ms: int = 1500) -> JobView:
         stop_worker = stack.enter_context(_Stopper(worker))
         console.print(f"LLM worker: pid {worker.pid}, log {log_path}")
         handle = submit_chapter("demo-novel", 1, DEMO_OUTLINE, versions)
-        console.print(f"submitted job {handle.id}: {versions} chapter versions in parallel")
-        try:
+        try:  # from here a Ctrl-C cancels the job (one right after this line included)
+            console.print(f"submitted job {handle.id}: {versions} chapter versions in parallel")
             view = handle.wait(timeout=300)
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the cleanup below must finish
