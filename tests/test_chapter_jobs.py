@@ -20,6 +20,7 @@ def _overlapping(results: list[dict]) -> bool:
     return max(r["started_at"] for r in results) < min(r["finished_at"] for r in results)
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_parallel_versions_run_at_once(sim, workers: Workers) -> None:
     sim.configure(latency_ms=800)
     workers.start(concurrency=4)
@@ -50,6 +51,7 @@ def test_serial_mode_runs_one_at_a_time(sim, workers: Workers, monkeypatch) -> N
     assert sim.stats()["max_in_flight"] == 1
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_job_cap_on_versions_in_flight(sim, workers: Workers, monkeypatch) -> None:
     monkeypatch.setenv("WRITER_MAX_PARALLEL_REQUESTS", "2")
     sim.configure(latency_ms=400)
@@ -84,6 +86,7 @@ def test_every_version_failed_says_what_to_check(sim, workers: Workers, monkeypa
     assert "not-a-valid-key" not in json.dumps(handle.results())
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_results_readable_after_the_worker_is_gone(sim, workers: Workers, env) -> None:
     worker = workers.start()
     handle = submit_chapter("p1", 6, OUTLINE, versions=2)

@@ -56,6 +56,7 @@ def test_cancel_revokes_what_has_not_started(sim, workers: Workers, env, r) -> N
     )
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_watch_prints_plain_lines_when_not_a_terminal(sim, workers: Workers, env) -> None:
     sim.configure(latency_ms=600)
     workers.start(concurrency=4)
@@ -69,6 +70,7 @@ def test_watch_prints_plain_lines_when_not_a_terminal(sim, workers: Workers, env
     assert "steps/s" in out.stdout and "LLM calls 3" in out.stdout
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_jobs_lists_recent_jobs_and_kinds_are_checked(sim, workers: Workers, env) -> None:
     workers.start(concurrency=4)
     chapter = submit_chapter("jobs", 1, "An outline.", versions=2)

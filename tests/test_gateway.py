@@ -98,6 +98,7 @@ def test_cache_hit_costs_no_call(sim, workers: Workers) -> None:
     assert sim.stats()["by_status"] == {"200": 4}
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_job_metrics_count_calls_retries_and_429s(sim, workers: Workers) -> None:
     sim.configure(latency_ms=20, retry_after_s=0.2, fail_patterns={})
     sim.configure(error_rates={"429": 0.3, "503": 0.2})
@@ -116,6 +117,7 @@ def test_job_metrics_count_calls_retries_and_429s(sim, workers: Workers) -> None
     assert json.loads(json.dumps(llm)) == llm  # stored in the job record as JSON
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_effective_concurrency_drops_after_429s(sim, workers: Workers, r) -> None:
     from workers.limiter import ClusterLimiter, Limits, Scope
 

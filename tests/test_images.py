@@ -52,6 +52,7 @@ def _nothing_enqueued(r: redis.Redis) -> bool:
 # --- routing and the shared queue (placeholder backend) -------------------------------
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_pinned_images_run_on_their_gpu_worker(workers: Workers, home: Path) -> None:
     _gpu_workers(workers, 0, 1)
     for gpu in (1, 0):
@@ -170,6 +171,7 @@ def test_openai_backend_with_a_moderation_rejection(sim, workers: Workers, monke
     assert "test-key-0001" not in json.dumps(handle.results())
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_async_task_backend_polls_until_done(sim, workers: Workers, monkeypatch) -> None:
     sim.configure(image_task_seconds=0.6)
     monkeypatch.setenv("IMAGE_BACKEND", "async-task")
@@ -301,6 +303,7 @@ def test_worker_images_refuses_bad_gpus_and_settings(env, gpus, extra_env, needl
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_worker_images_command_serves_its_gpu_and_stops(env, tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     cli = subprocess.Popen(

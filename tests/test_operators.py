@@ -194,6 +194,7 @@ def test_the_readme_key_table_names_every_redis_key() -> None:
     assert missing == []
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_cache_reuses_answers_within_a_run_of_a_step_and_resume_asks_anew(sim, workers, r) -> None:
     from genfleet import constants as C
     from producer.pipelines import resume, submit_tweets

@@ -25,6 +25,7 @@ def _by_step(handle) -> dict:
     return {r["step_id"]: r for r in handle.results()}
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_persona_runs_as_its_dependency_graph(sim, workers: Workers, home: Path) -> None:
     sim.configure(latency_ms=400)
     workers.start(concurrency=8)
@@ -47,6 +48,7 @@ def test_persona_runs_as_its_dependency_graph(sim, workers: Workers, home: Path)
     assert read_persona(written)["name"] == merged["name"]  # usable by a tweets job
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_serial_persona_runs_one_stage_at_a_time(sim, workers: Workers) -> None:
     workers.start(concurrency=8)
     handle = submit_persona(FACE, parallel=False)
@@ -54,6 +56,7 @@ def test_serial_persona_runs_one_stage_at_a_time(sim, workers: Workers) -> None:
     assert sim.stats()["max_in_flight"] == 1
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_invalid_answer_is_reasked_then_kept_raw(sim, workers: Workers) -> None:
     sim.configure(
         garbage_patterns={
@@ -94,6 +97,7 @@ def test_tweets_are_all_in_flight_at_once(sim, workers: Workers) -> None:
     assert all(0 < len(t["text"]) <= 280 and t["image_prompt"] for t in tweets)
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_tweet_batch_mode_from_the_command_line(sim, workers: Workers, env, tmp_path) -> None:
     workers.start(concurrency=8)
     out = subprocess.run(
@@ -116,6 +120,7 @@ def test_tweet_batch_mode_from_the_command_line(sim, workers: Workers, env, tmp_
     assert {r["persona"] for r in records} == {"Mika Tanaka", "Ken Ito"}
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_tweet_then_image(sim, workers: Workers) -> None:
     workers.start("llm", concurrency=4)
     workers.start("img", queues=("images", "control"), concurrency=1)

@@ -88,6 +88,7 @@ def test_failed_stage_skips_its_dependants_and_resume_reruns_only_those(
     assert view.status == C.STATUS_SUCCEEDED and len(view.ok) == 8
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_persona_recipe_runs_its_graph(sim, workers: Workers, env) -> None:
     sim.configure(latency_ms=300)
     workers.start(concurrency=8)

@@ -62,6 +62,7 @@ def test_cost_per_step_job_key_and_model(sim, workers: Workers, env) -> None:
     assert f"cost ${billed:.4f}" in status.stdout
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_a_model_without_a_price_costs_unknown_not_zero(
     sim, workers: Workers, env, monkeypatch
 ) -> None:
@@ -121,6 +122,7 @@ def test_a_budget_stops_the_job_and_resume_goes_on(sim, workers: Workers, env) -
     assert sim.stats()["by_status"] == {"200": 10}  # nothing billed twice
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_the_days_budget_holds_for_every_worker(sim, workers: Workers) -> None:
     sim.configure(latency_ms=50)
     for n in range(2):
@@ -153,6 +155,7 @@ def test_bad_spending_options_enqueue_nothing(env, r) -> None:
     assert r.zcard(C.KEY_JOB_INDEX) == 0
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_results_hold_the_cost(sim, workers: Workers, env) -> None:
     workers.start()
     handle = submit_chapter("cost", 4, OUTLINE, versions=1)

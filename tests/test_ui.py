@@ -375,6 +375,7 @@ def test_pictures_only_from_the_jobs_own_folder(env, ui, tmp_path: Path) -> None
     assert status == 200 and "img1" in page
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_downloads_are_the_results_commands_output(sim, workers: Workers, ui) -> None:
     workers.start("llm", concurrency=4)
     job = submit_chapter("ui-novel", 3, "Outline.", versions=2)
