@@ -38,6 +38,7 @@ def test_parallel_versions_run_at_once(sim, workers: Workers) -> None:
     assert view.metrics.serial_equivalent_s == pytest.approx(serial, abs=0.01)
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_serial_mode_runs_one_at_a_time(sim, workers: Workers, monkeypatch) -> None:
     monkeypatch.setenv("WRITER_PARALLEL_GENERATION", "false")
     workers.start(concurrency=4)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 
 from genfleet import constants as C
@@ -30,6 +31,7 @@ ENTRIES = [
 ]
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_crafted_queue_entries_are_dropped_and_the_worker_serves_on(
     sim, workers: Workers, r: redis.Redis
 ) -> None:

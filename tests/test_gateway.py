@@ -65,6 +65,7 @@ def test_401_fails_at_once_without_retry(sim, workers: Workers, r) -> None:
     assert "test-key-0001" not in log
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_a_refused_key_is_taken_out_and_the_pool_goes_on(sim, workers: Workers, r) -> None:
     sim.configure(valid_keys=["good-key-2"])
     workers.start(OPENAI_API_KEYS="bad-key-1,good-key-2", concurrency=4)
@@ -80,6 +81,7 @@ def test_a_refused_key_is_taken_out_and_the_pool_goes_on(sim, workers: Workers, 
     assert sim.stats()["by_status"] == {"200": 3}
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_cache_hit_costs_no_call(sim, workers: Workers) -> None:
     workers.start()
     first = submit_chapter("cache", 1, OUTLINE, versions=2, cache=True)

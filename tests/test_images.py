@@ -281,6 +281,7 @@ def test_bad_input_is_one_line_and_nothing_enqueued(
     assert _nothing_enqueued(r)
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 @pytest.mark.parametrize(
     ("gpus", "extra_env", "needle"),
     [

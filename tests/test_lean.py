@@ -18,6 +18,7 @@ from tests.conftest import Workers
 OUTLINE = "The heroine crosses the bridge she drew and finds the village empty."
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_a_job_stores_no_celery_results_and_logs_one_line_per_step(
     sim, workers: Workers, r
 ) -> None:

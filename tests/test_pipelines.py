@@ -85,6 +85,7 @@ def test_invalid_answer_is_reasked_then_kept_raw(sim, workers: Workers) -> None:
     assert submit_persona(FACE).wait(timeout=90, progress=False).status == C.STATUS_SUCCEEDED
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_tweets_are_all_in_flight_at_once(sim, workers: Workers) -> None:
     sim.configure(latency_ms=600)
     workers.start(concurrency=10)
@@ -135,6 +136,7 @@ def test_tweet_then_image(sim, workers: Workers) -> None:
         assert Path(image["output"]["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_batch_items_with_packing_and_reask_for_the_missing(sim, workers: Workers) -> None:
     sim.configure(garbage_patterns={"on the topic 'Campus'": "short*1"})
     workers.start(concurrency=8)
@@ -186,6 +188,7 @@ def test_draft_then_review(sim, workers: Workers, monkeypatch) -> None:
     assert view.metrics and view.metrics.extra["items"]["items_delivered"] == 4
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_redelivered_step_is_not_called_again(sim, workers: Workers, r) -> None:
     worker = workers.start(concurrency=4)
     handle = submit_tweets(PERSONA, CALENDAR, count=3)
@@ -213,6 +216,7 @@ def test_redelivered_step_is_not_called_again(sim, workers: Workers, r) -> None:
     assert r.hgetall(C.KEY_JOB_OK.format(job_id=handle.id)) == stored  # nothing written twice
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_resume_runs_only_the_missing_steps(sim, workers: Workers) -> None:
     sim.configure(fail_patterns={"2026-03-02": 400})
     workers.start(concurrency=4)

@@ -81,6 +81,7 @@ def test_a_model_without_a_price_costs_unknown_not_zero(
     assert "cost unknown" in status.stdout and "$0.0000" not in status.stdout
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_prices_file_overrides_the_built_in_price(
     sim, workers: Workers, tmp_path: Path, monkeypatch
 ) -> None:
@@ -94,6 +95,7 @@ def test_prices_file_overrides_the_built_in_price(
     )
 
 
+@pytest.mark.slow  # 3 s or more on this 2-core machine: `pytest -m slow`; .ci/run runs it
 def test_a_budget_stops_the_job_and_resume_goes_on(sim, workers: Workers, env) -> None:
     # Each call reserves prompt + max_tokens (1024) at gpt-4o-mini's price, about
     # $0.00065, and is billed about $0.00013: a $0.0016 budget admits a few calls only.
