@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import redis
 
 from genfleet import constants as C
-from genfleet.scripts import lean_script
+from genfleet.scripts import LeanScript
 
 # Giving a claim back, for any script: needs no clock.
 GIVE_BACK_LUA = """
@@ -118,10 +118,10 @@ class StepClaims:
         self.r = client
         self.ttl_s = ttl_s
         self.lease_s = lease_s
-        self._claim = lean_script(client, _CLAIM)
-        self._release = lean_script(client, _RELEASE)
-        self._renew = lean_script(client, _RENEW)
-        self._live = lean_script(client, _LIVE)
+        self._claim = LeanScript(client, _CLAIM)
+        self._release = LeanScript(client, _RELEASE)
+        self._renew = LeanScript(client, _RENEW)
+        self._live = LeanScript(client, _LIVE)
 
     def claim(self, job_id: str, step_id: str, owner: str) -> Claim:
         """Take (or renew) the step's claim for ``owner`` unless another owner holds it."""

@@ -16,7 +16,6 @@ does.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -64,7 +63,8 @@ def _send(client: redis.Redis, *command: Any) -> Any:
 
 
 class LeanScript:
-    """One Lua script of one client; call it as redis-py's ``Script``:
+    """One Lua script of one client, made as ``client.register_script(script)`` is
+    and called as redis-py's ``Script``:
     ``script(keys=[...], args=[...])``, or with ``client=`` another client or a
     pipeline (a pipeline goes through redis-py, which loads it before the batch)."""
 
@@ -73,8 +73,8 @@ class LeanScript:
     def __init__(self, client: redis.Redis, script: str) -> None:
         self.client = client
         self.script = script
-        self.sha = hashlib.sha1(script.encode()).hexdigest()
-        self._redis_py = client.register_script(script)
+        self._redis_py = client.register_script(script)  # for pipelines
+        self.sha = self._redis_py.sha
 
     def __call__(
         self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None
@@ -87,8 +87,3 @@ class LeanScript:
         except NoScriptError:
             target.script_load(self.script)
             return _send(target, "EVALSHA", self.sha, len(keys), *keys, *args)
-
-
-def lean_script(client: redis.Redis, script: str) -> LeanScript:
-    """``client.register_script(script)``, called the short way."""
-    return LeanScript(client, script)

@@ -19,7 +19,7 @@ from genfleet import constants as C
 from genfleet.claims import CLAIM_PRELUDE, GIVE_BACK_LUA, StepClaims
 from genfleet.errors import JobBusyError, JobNotFoundError
 from genfleet.records import JobMetrics, JobRecord, JobView, StepResult
-from genfleet.scripts import lean_script
+from genfleet.scripts import LeanScript
 
 # Set the status to ARGV[1] only when the current one is among ARGV[2..].
 _SET_STATUS_IF = """
@@ -249,12 +249,12 @@ class JobStore:
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
         self.r = client
         self.ttl_s = ttl_s
-        self._set_status_if = lean_script(client, _SET_STATUS_IF)
-        self._save_step = lean_script(client, _SAVE_STEP)
-        self._begin_step = lean_script(client, _BEGIN_STEP)
-        self._end_job = lean_script(client, _END_JOB)
+        self._set_status_if = LeanScript(client, _SET_STATUS_IF)
+        self._save_step = LeanScript(client, _SAVE_STEP)
+        self._begin_step = LeanScript(client, _BEGIN_STEP)
+        self._end_job = LeanScript(client, _END_JOB)
         self.claims = StepClaims(client, ttl_s)  # the steps' claims (genfleet.claims)
-        self._reopen = lean_script(client, _REOPEN)
+        self._reopen = LeanScript(client, _REOPEN)
 
     def _persist(self, pipe: Any, job_id: str) -> None:
         """No TTL while the job is queued or running."""

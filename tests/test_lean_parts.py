@@ -9,7 +9,7 @@ import time
 import redis
 
 from genfleet import constants as C
-from genfleet.scripts import lean_script
+from genfleet.scripts import LeanScript
 from workers import callstats
 from workers.callstats import CallStats, read_stats
 from workers.limiter import ClusterLimiter, Denied, Grant, Limits, Scope
@@ -20,7 +20,7 @@ INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 def test_a_lean_script_survives_a_dropped_connection_and_a_flushed_script_cache(
     r: redis.Redis,
 ) -> None:
-    script = lean_script(r, INCR)
+    script = LeanScript(r, INCR)
     assert script(keys=["n"], args=[2]) == 2
     # Redis drops every client connection: the script's own one is broken now.
     for client in r.client_list():
@@ -35,8 +35,8 @@ def test_a_lean_script_survives_a_dropped_connection_and_a_flushed_script_cache(
 
 
 def test_an_error_reply_keeps_the_connection(r: redis.Redis) -> None:
-    bad = lean_script(r, "return redis.error_reply('no such thing')")
-    good = lean_script(r, INCR)
+    bad = LeanScript(r, "return redis.error_reply('no such thing')")
+    good = LeanScript(r, INCR)
     for _ in range(3):
         try:
             bad(keys=[], args=[])

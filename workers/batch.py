@@ -30,7 +30,7 @@ import redis
 from genfleet import constants as C
 from genfleet.errors import PermanentLLMError
 from genfleet.prices import PriceTable
-from genfleet.scripts import lean_script
+from genfleet.scripts import LeanScript
 from genfleet.settings import Settings
 from genfleet.store import JobStore
 from genfleet.tokens import estimate_messages_tokens
@@ -78,7 +78,7 @@ class BatchCalls:
         self.pool = pool
         self.prices = prices
         self.budgets = budgets
-        self._queue = lean_script(client, _QUEUE_LUA)
+        self._queue = LeanScript(client, _QUEUE_LUA)
         self.jobs = JobStore(client, settings.result_ttl_s)
 
     def chat(self, request: ChatRequest, ctx: CallContext) -> ChatResult:

@@ -26,7 +26,7 @@ import redis
 from genfleet import constants as C
 from genfleet.errors import BudgetExceededError
 from genfleet.prices import format_usd
-from genfleet.scripts import lean_script
+from genfleet.scripts import LeanScript
 
 REASON_JOB = "budget_job"
 REASON_DAY = "budget_day"
@@ -159,8 +159,8 @@ class Budgets:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._settle = lean_script(client, SETTLE_LUA)
-        self._reserve = lean_script(client, RESERVE_LUA)
+        self._settle = LeanScript(client, SETTLE_LUA)
+        self._reserve = LeanScript(client, RESERVE_LUA)
 
     def reserve(self, ask: BudgetAsk, reservation_id: str, lifetime_s: float) -> str:
         """Reserve outside the limiter (a batch request); returns a refusal reason or ''."""

@@ -20,7 +20,7 @@ import redis
 
 from genfleet import constants as C
 from genfleet.outage import REDIS_DOWN
-from genfleet.scripts import lean_script
+from genfleet.scripts import LeanScript
 from workers.ops import OPS_LUA, Ops
 
 logger = logging.getLogger(__name__)
@@ -46,9 +46,11 @@ class Refresher:
         self.every_s = max(1.0, min(60.0, ttl_s / 10))
         self._last: dict[str, float] = {}
 
-    def due(self, key: str) -> bool:
+    def due(self, key: str, every_s: float | None = None) -> bool:
+        """True on ``key``'s first ask, then once ``every_s`` (default: this one's) passed."""
+        every = self.every_s if every_s is None else every_s
         now = time.monotonic()
-        if now - self._last.get(key, -self.every_s) < self.every_s:
+        if now - self._last.get(key, -every) < every:
             return False
         if len(self._last) > 10_000:  # many jobs over a long life: forget the old ones
             self._last.clear()
@@ -92,7 +94,7 @@ class CallStats:
         self.ttl_s = ttl_s
         self.refresh = Refresher(ttl_s)
         self._effective: dict[str, int] = {}
-        self._apply = lean_script(client, _APPLY)
+        self._apply = LeanScript(client, _APPLY)
         self._lock = threading.Lock()
         self._held = _Held()  # keys' counters not written yet
         self._in_flight = 0  # calls between started() and ended()
@@ -125,15 +127,7 @@ class CallStats:
     ) -> None:  # fmt: skip
         """Sum a key's updates here (the caller holds the lock)."""
         key = C.KEY_STATS_KEY.format(key_id=key_id)
-        for name, value in counts.items():
-            if value:
-                self._held.add("HINCRBY", key, name, value)
-        if wait_s > 0:
-            self._held.add("HINCRBYFLOAT", key, "limiter_wait_s", round(wait_s, 4))
-        if effective_concurrency is not None and self._changed(key, effective_concurrency):
-            self._held.add("HSET", key, "effective_concurrency", effective_concurrency)
-        if self.refresh.due(key):
-            self._held.add("EXPIRE", key, "", self.ttl_s)
+        self._counters(self._held, key, counts, wait_s, effective_concurrency, expire=True)
         if model:  # which models a key served: genfleet stats lists them
             models = C.KEY_MODELS.format(key_id=key_id)
             if self.refresh.due(f"{models}\n{model}"):  # a set: adding again adds nothing
@@ -147,6 +141,21 @@ class CallStats:
                 self._held.add("HINCRBYFLOAT", costs, cost.model, cost.usd)
             if self.refresh.due(costs):
                 self._held.add("EXPIRE", costs, "", self.ttl_s)
+
+    def _counters(
+        self, sink: Ops | _Held, key: str, counts: dict[str, int], wait_s: float,
+        effective_concurrency: int | None, expire: bool,
+    ) -> None:  # fmt: skip
+        """A counters hash's updates (a job's or a key's), into ``sink``."""
+        for name, value in counts.items():
+            if value:
+                sink.add("HINCRBY", key, name, value)
+        if wait_s > 0:
+            sink.add("HINCRBYFLOAT", key, "limiter_wait_s", round(wait_s, 4))
+        if effective_concurrency is not None and self._changed(key, effective_concurrency):
+            sink.add("HSET", key, "effective_concurrency", effective_concurrency)
+        if expire and self.refresh.due(key):
+            sink.add("EXPIRE", key, "", self.ttl_s)
 
     def _changed(self, key: str, effective: int) -> bool:
         """Whether ``effective`` differs from what this process wrote to ``key`` last
@@ -197,15 +206,7 @@ class CallStats:
         ops = Ops()
         if job_id:
             key = C.KEY_STATS_JOB.format(job_id=job_id)
-            for name, value in counts.items():
-                if value:
-                    ops.add("HINCRBY", key, name, value)
-            if wait_s > 0:
-                ops.add("HINCRBYFLOAT", key, "limiter_wait_s", round(wait_s, 4))
-            if effective_concurrency is not None and self._changed(key, effective_concurrency):
-                ops.add("HSET", key, "effective_concurrency", effective_concurrency)
-            if expire and self.refresh.due(key):
-                ops.add("EXPIRE", key, "", self.ttl_s)
+            self._counters(ops, key, counts, wait_s, effective_concurrency, expire)
             if cost is not None:
                 if cost.usd is None:
                     ops.add("HINCRBY", key, "unpriced_calls", 1)

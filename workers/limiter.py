@@ -32,9 +32,10 @@ from typing import Any
 import redis
 
 from genfleet import constants as C
-from genfleet.scripts import lean_script
+from genfleet.scripts import LeanScript
 from workers import limiter_lua
 from workers.budget import BudgetAsk
+from workers.callstats import Refresher
 from workers.ops import Ops
 
 logger = logging.getLogger(__name__)
@@ -109,13 +110,13 @@ class ClusterLimiter:
             raise ValueError(f"window_margin_s must be >= 0, got {window_margin_s}")
         self.client = client
         self.window_s = C.LIMITER_WINDOW_S + window_margin_s
-        self._acquire = lean_script(client, limiter_lua.ACQUIRE)
-        self._release = lean_script(client, limiter_lua.RELEASE)
-        self._renew = lean_script(client, limiter_lua.RENEW)
-        self._report = lean_script(client, limiter_lua.REPORT_RATE_LIMITED)
-        self._snapshot = lean_script(client, limiter_lua.SNAPSHOT)
-        self._reschedule = lean_script(client, limiter_lua.RESCHEDULE)
-        self._refreshed: dict[str, float] = {}  # scope -> when this process last asked
+        self._acquire = LeanScript(client, limiter_lua.ACQUIRE)
+        self._release = LeanScript(client, limiter_lua.RELEASE)
+        self._renew = LeanScript(client, limiter_lua.RENEW)
+        self._report = LeanScript(client, limiter_lua.REPORT_RATE_LIMITED)
+        self._snapshot = LeanScript(client, limiter_lua.SNAPSHOT)
+        self._reschedule = LeanScript(client, limiter_lua.RESCHEDULE)
+        self._refreshed = Refresher(0)  # when this process last renewed each scope's keys
 
     def try_acquire(
         self,
@@ -302,13 +303,7 @@ class ClusterLimiter:
         """Whether this admission should renew the scope's key TTLs and drop expired
         leases (ACQUIRE's ARGV[20]): on this process's first call of the scope, then at
         most every tenth of the TTL, so a scope in use never expires."""
-        now = time.monotonic()
-        if now < self._refreshed.get(part, 0.0):
-            return False
-        if len(self._refreshed) > 10_000:  # many scopes over a long life
-            self._refreshed.clear()
-        self._refreshed[part] = now + min(30.0, self._ttl_ms(limits) / 10_000)
-        return True
+        return self._refreshed.due(part, min(30.0, self._ttl_ms(limits) / 10_000))
 
     def _ttl_ms(self, limits: Limits) -> int:
         """How long a scope's keys outlive its last use."""

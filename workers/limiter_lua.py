@@ -22,6 +22,7 @@ local function num(value, default)  -- a Redis reply (string, or false when miss
 end
 local function fmt(x) return string.format('%.6f', x) end
 local function clamp(x, lo, hi) return math.max(lo, math.min(hi, x)) end
+local function after(x) return '(' .. string.format('%.17g', x) end  -- exclusive bound
 """
 
 # KEYS: 1 (unused: the cooldown is the state's 'cool'), 2 state, 3 leases, 4 rpm log,
@@ -218,7 +219,7 @@ local function decide()
     redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
     in_flight = redis.call('ZCARD', leases)
   else
-    in_flight = redis.call('ZCOUNT', leases, '(' .. string.format('%.17g', now), '+inf')
+    in_flight = redis.call('ZCOUNT', leases, after(now), '+inf')
   end
   if in_flight >= effective then return wait_for_slot('concurrency') end
   local rpm_tat, tpm_tat
@@ -381,7 +382,6 @@ SNAPSHOT = (
     + """
 local now = clock(ARGV[1])
 local maxc, window = tonumber(ARGV[2]), tonumber(ARGV[3])
-local function after(x) return '(' .. string.format('%.17g', x) end
 local cutoff = now - window
 local old_tokens = 0
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', cutoff)) do

@@ -28,7 +28,7 @@ from kombu.utils.json import dumps
 
 from genfleet import constants as C
 from genfleet.outage import through_outage
-from genfleet.scripts import lean_script
+from genfleet.scripts import LeanScript
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class SafeQoS(kombu_redis.QoS):
         with self.channel.conn_or_acquire() as client:
             script = self.__dict__.get("_record_script")
             if script is None:  # loaded again by redis-py if Redis restarted without it
-                script = self.__dict__["_record_script"] = lean_script(client, _RECORD)
+                script = self.__dict__["_record_script"] = LeanScript(client, _RECORD)
             script(keys=keys, args=args, client=client)
 
     def _remove_from_indices(self, delivery_tag: Any, pipe: Any = None) -> Any:
