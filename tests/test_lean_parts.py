@@ -12,6 +12,7 @@ from genfleet import constants as C
 from genfleet.scripts import LeanScript
 from workers import callstats
 from workers.callstats import CallStats, read_stats
+from workers.heartbeat import Heartbeat
 from workers.limiter import ClusterLimiter, Denied, Grant, Limits, Scope
 
 INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
@@ -47,9 +48,10 @@ def test_an_error_reply_keeps_the_connection(r: redis.Redis) -> None:
     assert r.get("m") == "3"
 
 
-def test_key_counters_are_written_when_the_process_has_no_call_in_flight(
+def test_key_counters_ride_with_a_release_once_a_second_and_a_timer_writes_the_last(
     r: redis.Redis, monkeypatch
 ) -> None:
+    monkeypatch.setattr(callstats, "KEY_STATS_FLUSH_S", 0.3)
     stats = CallStats(r, ttl_s=600)
     key = C.KEY_STATS_KEY.format(key_id="k1")
     stats.started("k1")
@@ -57,26 +59,31 @@ def test_key_counters_are_written_when_the_process_has_no_call_in_flight(
     ops = stats.ended(stats.ops("job1", "k1", {"ok": 1, "tokens_in": 7}))
     assert ops is not None
     stats._apply(keys=ops.keys, args=ops.args)
-    # Another call is in flight and a second has not passed: the key's counters wait.
+    # Less than KEY_STATS_FLUSH_S since the last write: the key's counters wait.
     assert read_stats(r, key)["calls"] == 0
     assert read_stats(r, C.KEY_STATS_JOB.format(job_id="job1"))["ok"] == 1  # a job's don't
+    # No release came within KEY_STATS_FLUSH_S (the process went quiet): the timer wrote them.
+    deadline = time.monotonic() + 5
+    while read_stats(r, key)["calls"] != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    counters = read_stats(r, key)
+    assert (counters["calls"], counters["ok"], counters["tokens_in"]) == (2, 1, 7)
+    assert 0 < r.ttl(key) <= 600
+    # KEY_STATS_FLUSH_S after that write, a release takes them along.
+    time.sleep(0.35)
+    stats.started("k1")
     ops = stats.ended(stats.ops("job1", "k1", {"ok": 1, "tokens_in": 5}))
     assert ops is not None
     stats._apply(keys=ops.keys, args=ops.args)
     counters = read_stats(r, key)
-    assert (counters["calls"], counters["ok"], counters["tokens_in"]) == (2, 2, 12)
-    assert 0 < r.ttl(key) <= 600
-    # A busy process writes them at least every KEY_STATS_FLUSH_S.
-    monkeypatch.setattr(callstats, "KEY_STATS_FLUSH_S", 0.05)
+    assert (counters["calls"], counters["ok"], counters["tokens_in"]) == (3, 2, 12)
+    # Any command sent takes what is held along; a stopping worker flushes the rest.
     stats.started("k1")
+    stats.add("job1", None, cache_hits=1)
+    assert read_stats(r, key)["calls"] == 4
     stats.started("k1")
-    time.sleep(0.1)
-    ops = stats.ended(None)
-    assert ops is not None
-    stats._apply(keys=ops.keys, args=ops.args)
-    assert read_stats(r, key)["calls"] == 4
-    stats.add("job1", None, cache_hits=1)  # any command sent takes what is held along
-    assert read_stats(r, key)["calls"] == 4
+    stats.flush()
+    assert read_stats(r, key)["calls"] == 5
 
 
 def test_rpm_waiters_get_times_of_their_own(r: redis.Redis) -> None:
@@ -96,3 +103,20 @@ def test_rpm_waiters_get_times_of_their_own(r: redis.Redis) -> None:
     for k in range(1, 4):
         assert isinstance(limiter.try_acquire(scope, limits, 1, now=now + k / 10), Grant)
     assert isinstance(limiter.try_acquire(scope, limits, 1, now=now + 0.3), Denied)
+
+
+def test_the_heartbeat_renews_no_work_younger_than_its_interval() -> None:
+    beat = Heartbeat(interval_s=0.2)
+    short: list[float] = []
+    long: list[float] = []
+    with beat.renewing("long", lambda: long.append(time.monotonic())):
+        started = time.monotonic()
+        for _ in range(4):  # short pieces of work, each over within an interval
+            with beat.renewing("short", lambda: short.append(time.monotonic())):
+                time.sleep(0.1)
+        time.sleep(0.7)
+    assert short == []
+    # Renewed 1.1 s long: every 0.2 to 0.4 s, the first no sooner than 0.2 s in.
+    assert 3 <= len(long) <= 5, long
+    gaps = [b - a for a, b in zip([started, *long], long, strict=False)]
+    assert all(0.19 <= g <= 0.45 for g in gaps), gaps

@@ -12,7 +12,9 @@ from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
     worker_process_init,
+    worker_process_shutdown,
     worker_ready,
+    worker_shutdown,
 )
 
 from genfleet import constants as C
@@ -29,6 +31,16 @@ def _fresh_resources(**_: Any) -> None:
 
     runtime.reset()
     reset_backend()  # a forked pool process loads its own image model
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _write_held_counters(**_: Any) -> None:
+    # Keys' call counters are held up to a second (workers.callstats): a worker that
+    # stops writes them first.
+    from workers.gateway import flush_gateway
+
+    flush_gateway()
 
 
 @after_setup_logger.connect

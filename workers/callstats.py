@@ -2,10 +2,11 @@
 
 A job's counters move with each call (in the limiter's own script calls: the call is
 counted with its admission, a success's counters with its release). A key's counters
-are summed in the process and written along with a later release: at once when the
-process has no other call in flight, else at most ``KEY_STATS_FLUSH_S`` later. A key
-serves every job, so its counters would otherwise cost as many commands again per
-call; what a process held when it was killed (at most that long's worth) is lost.
+are summed in the process and written along with the first release at least
+``KEY_STATS_FLUSH_S`` after the last write; when no call ends that soon (the process
+went quiet), a timer writes them (one command). A key serves every job, so its
+counters would otherwise cost as many commands again per call; what a process held
+when it was killed (at most that long's worth) is lost.
 """
 
 from __future__ import annotations
@@ -97,28 +98,63 @@ class CallStats:
         self._apply = LeanScript(client, _APPLY)
         self._lock = threading.Lock()
         self._held = _Held()  # keys' counters not written yet
-        self._in_flight = 0  # calls between started() and ended()
         self._written_at = time.monotonic()
+        self._timer: threading.Timer | None = None  # writes what is held when calls stop
 
     def started(self, key_id: str) -> None:
         """A call on ``key_id`` was admitted and is about to be made: the key's call
         count (its job's rode along with the admission)."""
         with self._lock:
-            self._in_flight += 1
             self._hold(key_id, {"calls": 1})
 
     def ended(self, ops: Ops | None) -> Ops | None:
         """A call is over: ``ops`` (its release's updates) take the keys' counters along
-        when no other call of this process is in flight, or they waited long enough."""
+        once they have waited ``KEY_STATS_FLUSH_S``; else a timer writes them then,
+        unless a later call's release takes them first."""
         with self._lock:
-            self._in_flight = max(0, self._in_flight - 1)
-            now = time.monotonic()
-            if not self._held or (self._in_flight and now - self._written_at < KEY_STATS_FLUSH_S):
+            if not self._held:
+                return ops
+            left = KEY_STATS_FLUSH_S - (time.monotonic() - self._written_at)
+            if left > 0:
+                self._arm(left)
                 return ops
             ops = ops if ops is not None else Ops()
-            self._held.move_to(ops)
-            self._written_at = now
+            self._take_held(ops)
         return ops
+
+    def flush(self) -> None:
+        """Write the keys' counters held now (a worker process that is stopping)."""
+        self._write_held(now=True)
+
+    def _take_held(self, ops: Ops) -> None:
+        """Move what is held into ``ops`` (the caller holds the lock)."""
+        self._held.move_to(ops)
+        self._written_at = time.monotonic()
+
+    def _arm(self, delay_s: float) -> None:
+        """Have the timer write what is held in ``delay_s`` (the caller holds the lock)."""
+        if self._timer is not None and self._timer.is_alive():
+            return
+        self._timer = threading.Timer(delay_s + 0.01, self._write_held)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _write_held(self, now: bool = False) -> None:
+        """The timer: write the keys' counters no release has taken along."""
+        with self._lock:
+            self._timer = None
+            if not self._held:
+                return
+            left = KEY_STATS_FLUSH_S - (time.monotonic() - self._written_at)
+            if left > 0 and not now:  # a release took them along meanwhile; more came since
+                self._arm(left)
+                return
+            ops = Ops()
+            self._take_held(ops)
+        try:
+            self._apply(keys=ops.keys, args=ops.args)
+        except REDIS_DOWN:
+            logger.warning("key call counters lost in a Redis outage")
 
     def _hold(
         self, key_id: str, counts: dict[str, int], wait_s: float = 0.0,
@@ -188,8 +224,7 @@ class CallStats:
             model=model, cost=cost,
         )  # fmt: skip
         with self._lock:  # a command is sent anyway: the keys' counters go with it
-            self._held.move_to(ops)
-            self._written_at = time.monotonic()
+            self._take_held(ops)
         if ops:
             self._apply(keys=ops.keys, args=ops.args)
 

@@ -441,6 +441,14 @@ def get_gateway(settings: Settings, client: redis.Redis) -> LLMGateway:
         return _gateway
 
 
+def flush_gateway() -> None:
+    """Write what the process's gateway holds back (keys' counters) before it exits."""
+    with _lock:
+        gateway = _gateway
+    if gateway is not None:
+        gateway.stats.flush()
+
+
 def reset_gateway() -> None:
     """Forget the process's gateway (a forked child must not share the parent's sockets)."""
     global _gateway

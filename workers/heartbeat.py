@@ -2,8 +2,11 @@
 
 A step's claim and a call's concurrency lease live only ``LEASE_S`` in Redis, so
 those of a worker that dies come back within seconds. While the work is alive this
-thread renews them every ``LEASE_RENEW_S``. A renewal that fails (Redis restarting)
-is tried again on the next beat; the work itself never waits for it.
+thread renews each one every ``LEASE_RENEW_S`` to twice that (it beats every
+``LEASE_RENEW_S`` and renews what was renewed or begun at least that long ago), so
+work shorter than ``LEASE_RENEW_S`` renews nothing and a lease is never older than
+half its life. A renewal that fails (Redis restarting) is tried again on the next
+beat; the work itself never waits for it.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 
 from genfleet import constants as C
 
@@ -22,12 +27,21 @@ logger = logging.getLogger(__name__)
 Renew = Callable[[], object]
 
 
+@dataclass
+class _Renewal:
+    what: str  # for the log
+    renew: Renew
+    last: float  # monotonic time it was registered or last renewed
+
+
 class Heartbeat:
-    """Calls every registered renewal every ``interval_s`` seconds, in a daemon thread."""
+    """Calls every registered renewal every ``interval_s`` to ``2 * interval_s``
+    seconds (none sooner than ``interval_s`` after it was registered), in a daemon
+    thread."""
 
     def __init__(self, interval_s: float = C.LEASE_RENEW_S) -> None:
         self.interval_s = interval_s
-        self._renewals: dict[int, tuple[str, Renew]] = {}
+        self._renewals: dict[int, _Renewal] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -47,7 +61,7 @@ class Heartbeat:
     def _add(self, what: str, renew: Renew) -> int:
         with self._lock:
             token = next(self._ids)
-            self._renewals[token] = (what, renew)
+            self._renewals[token] = _Renewal(what, renew, time.monotonic())
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()  # a forked child has no thread: start its own
                 self._thread = threading.Thread(target=self._run, name="lease-heartbeat",
@@ -57,13 +71,15 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._wake.wait(self.interval_s):
+            now = time.monotonic()
             with self._lock:
-                due = list(self._renewals.values())
-            for what, renew in due:
+                due = [r for r in self._renewals.values() if now - r.last >= self.interval_s]
+            for renewal in due:
                 try:
-                    renew()
+                    renewal.renew()
+                    renewal.last = now
                 except Exception as e:  # Redis restarting: the next beat tries again
-                    logger.warning("could not renew %s (%s)", what, e.__class__.__name__)
+                    logger.warning("could not renew %s (%s)", renewal.what, e.__class__.__name__)
 
 
 _heartbeat = Heartbeat()
