@@ -153,6 +153,11 @@ INLINE_WAIT_MAX_S = 3.0  # longer waits re-schedule the task instead of blocking
 # message again and be held by a worker until its time (memory that grows with the
 # queue). Longer waits than this re-schedule.
 LIMITER_INLINE_WAIT_MAX_S = 10.0
+# A call only the rpm limit holds back, for at most this long, is admitted for the time
+# it may go and sleeps until then (not refused, then asked again); one that slept at
+# least LIMITER_RESERVE_CHECK_S looks whether a 429's cooldown began meanwhile.
+LIMITER_RESERVE_MAX_S = LIMITER_INLINE_WAIT_MAX_S
+LIMITER_RESERVE_CHECK_S = 1.0
 REDIS_OUTAGE_MAX_WAIT_S = 120.0  # a step waits this long for Redis to come back
 # A paid-for result is kept in memory and stored again until Redis takes it (a
 # restart, maxmemory) for up to this long: storing it beats calling a second time.

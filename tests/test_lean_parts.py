@@ -105,6 +105,35 @@ def test_rpm_waiters_get_times_of_their_own(r: redis.Redis) -> None:
     assert isinstance(limiter.try_acquire(scope, limits, 1, now=now + 0.3), Denied)
 
 
+def test_a_call_only_the_rpm_limit_holds_back_is_admitted_for_its_time(r: redis.Redis) -> None:
+    limiter = ClusterLimiter(r)
+    scope = Scope("https://api.example.test/v1", "key1", "model-r")
+    limits = Limits(max_concurrent=100, rpm=600)  # burst 30, then one per 0.1 s
+    now = 1_000.0
+    for _ in range(30):
+        grant = limiter.try_acquire(scope, limits, 1, now=now, reserve_s=0.25)
+        assert isinstance(grant, Grant) and grant.delay_s == 0 and grant.at == now
+    # Past the burst: admitted for later, each a time of its own, one ask each.
+    later = [limiter.try_acquire(scope, limits, 1, now=now, reserve_s=0.25) for _ in range(2)]
+    times = [(round(g.delay_s, 6), round(g.at, 6)) for g in later if isinstance(g, Grant)]
+    assert times == [(0.1, now + 0.1), (0.2, now + 0.2)]
+    # The request log holds them at their times; they count as in flight now.
+    rpm_log = f"{C.KEY_LIMITER_SCOPE.format(scope=scope.redis_part())}:rpm"
+    assert round(max(score for _, score in r.zrange(rpm_log, 0, -1, withscores=True)), 6) == 1000.2
+    assert limiter.snapshot(scope, limits, now=now)["in_flight"] == 32
+    # Further than reserve_s ahead: refused with its time, as without reserving.
+    refused = limiter.try_acquire(scope, limits, 1, now=now, reserve_s=0.25)
+    assert isinstance(refused, Denied) and refused.reason == "rpm"
+    assert round(refused.wait_s, 6) == 0.3
+    # No other limit is waited for: a full slot still refuses.
+    tight = Limits(max_concurrent=32, rpm=600)
+    assert isinstance(limiter.try_acquire(scope, tight, 1, now=now, reserve_s=5), Denied)
+    # A 429's cooldown that began after a grant's time is seen by the sleeping call.
+    assert not limiter.cooled_down_since(later[1])  # type: ignore[arg-type]
+    limiter.report_rate_limited(scope, limits, 2.0, now=now + 0.05)
+    assert limiter.cooled_down_since(later[1])  # type: ignore[arg-type]
+
+
 def test_the_heartbeat_renews_no_work_younger_than_its_interval() -> None:
     beat = Heartbeat(interval_s=0.2)
     short: list[float] = []

@@ -95,6 +95,11 @@ class LLMGateway:
         tokens = estimate_messages_tokens(request.messages) + request.max_tokens
         while True:
             key, grant, waited = self._admit(request, ctx, tokens, tally)
+            if grant.delay_s > 0:
+                time.sleep(grant.delay_s)
+                waited += grant.delay_s
+                if not self._still_go(grant, ctx):
+                    continue
             tally.attempts += 1
             outcome = self._attempt(key, grant, request, ctx, tally.attempts, waited, digest)
             if isinstance(outcome, ChatResult):
@@ -147,6 +152,18 @@ class LLMGateway:
         finally:
             after = self.stats.ended(after)
             self._release(grant, actual_tokens=actual, ok=ok, cost=cost, extra=after)
+
+    def _still_go(self, grant: Grant, ctx: CallContext) -> bool:
+        """After a long sleep for its time (``Grant.delay_s``): False, with the grant
+        given back and its call uncounted, when a 429's cooldown began meanwhile (the
+        call is then admitted again, after the cooldown)."""
+        if grant.delay_s < C.LIMITER_RESERVE_CHECK_S or not self.limiter.cooled_down_since(grant):
+            return True
+        logger.info("job %s step %s: a cooldown began while the call waited for its time",
+                    ctx.job_id, ctx.step)  # fmt: skip
+        uncount = self.stats.ops(ctx.job_id, None, {"calls": -1}, expire=False)
+        self._release(grant, ok=False, extra=uncount)
+        return False
 
     def _price(self, key: ApiKey, model: str, result: ChatResult) -> float:
         """Set the result's cost from the price table; the cost to settle (0 if unknown)."""
@@ -343,6 +360,7 @@ class LLMGateway:
             job_concurrency=ctx.job_concurrency, throttle_ms=ctx.throttle_ms,
             budget=self._budget_ask(key, request, ctx, tokens - request.max_tokens),
             extra=self.stats.ops(ctx.job_id, None, {"calls": 1}, expire=False),
+            reserve_s=C.LIMITER_RESERVE_MAX_S,
         )  # fmt: skip
         if isinstance(got, Grant):
             self._note_effective(scope, got.effective_concurrency)

@@ -90,6 +90,8 @@ class Grant:
     budget: BudgetAsk | None = None  # the cost reserved, settled by the gateway
     counts_tokens: bool = True  # a tpm limit counted its tokens (release corrects them)
     job_slot: bool = True  # it holds one of its job's concurrency slots
+    delay_s: float = 0.0  # admitted for later (``reserve_s``): sleep this long, then call
+    at: float = 0.0  # when it may go, by Redis' clock
 
 
 @dataclass(frozen=True)
@@ -130,13 +132,17 @@ class ClusterLimiter:
         now: float | None = None,
         budget: BudgetAsk | None = None,
         extra: Ops | None = None,
+        reserve_s: float = 0.0,
     ) -> Grant | Denied:
         """Admit one call of ``tokens`` tokens now, or say how long to wait.
 
         Checks, in order: cooldown, the job's throttle, the job's concurrency, the
         scope's concurrency, rpm, tpm, the budgets (``workers.budget``). Nothing is
         reserved unless all pass. ``extra`` updates (``workers.ops``) are made with an
-        admission, in the same script call.
+        admission, in the same script call. ``reserve_s``: a call only the rpm limit
+        holds back, for at most this long, is admitted for later (``Grant.delay_s``:
+        the caller sleeps that long, then calls) instead of refused, so it need not
+        ask again.
         ``now`` injects a clock (tests); by default Redis' clock is used.
         """
         _check_request(limits, tokens, job_concurrency, throttle_ms)
@@ -151,14 +157,15 @@ class ClusterLimiter:
             limits.lease_s, self.window_s, job_concurrency, throttle_ms / 1000.0,
             self._ttl_ms(limits), C.LIMITER_BURST_DIVISOR, C.LIMITER_CONCURRENCY_WAIT_S,
             C.LIMITER_MIN_WAIT_S, *_budget_args(ask), C.LIMITER_WAKE_TTL_S,
-            int(self._refresh_due(part, limits)),
+            int(self._refresh_due(part, limits)), reserve_s,
         ]  # fmt: skip
         if extra:
             keys, args = keys + extra.keys, args + extra.args
         reply = self._acquire(keys=keys, args=args)
         if int(reply[0]) == 1:
             return Grant(lease_id, part, tokens, int(reply[2]), int(reply[1]), ask,
-                         counts_tokens=limits.tpm > 0, job_slot=job_concurrency > 0)  # fmt: skip
+                         counts_tokens=limits.tpm > 0, job_slot=job_concurrency > 0,
+                         delay_s=float(reply[3]), at=float(reply[4]))  # fmt: skip
         denied = Denied(float(reply[2]), _text(reply[1]))
         logger.debug(
             "limiter %s: denied (%s), wait %.3fs, job %s", part, denied.reason, denied.wait_s,
@@ -197,6 +204,12 @@ class ClusterLimiter:
                 "limiter %s: lease %s had expired or was released twice (job %s)",
                 grant.scope, grant.lease_id, job_id or "-",
             )  # fmt: skip
+
+    def cooled_down_since(self, grant: Grant) -> bool:
+        """Whether a 429's cooldown ends after ``grant.at`` (one read): a call admitted
+        for later does not go into a cooldown that began while it slept."""
+        state = _scope_keys(grant.scope)[1]
+        return float(self.client.hget(state, "cool") or 0) > grant.at
 
     def wait_freed(self, parts: list[str], timeout_s: float) -> bool:
         """Block until a slot of one of these scopes is freed, or ``timeout_s`` passes

@@ -34,11 +34,16 @@ local function after(x) return '(' .. string.format('%.17g', x) end  -- exclusiv
 #       13 slot wait hint, 14 minimum wait, 15-18 budget (cost, job max, day max, ttl),
 #       19 how long a slot waiter may wait to be woken (see RELEASE),
 #       20 refresh (1: renew every key's TTL and drop expired leases; the caller asks
-#          for it now and then, see ``ClusterLimiter``; else only keys made now get one)
-# Then, past KEYS[11] and ARGV[20], updates applied only when the call is admitted
+#          for it now and then, see ``ClusterLimiter``; else only keys made now get one),
+#       21 reserve s: when only the rpm limit holds the call back, for at most this
+#          long, it is admitted for the time it may go (its lease, its place in the
+#          rpm log and pace are taken now, dated then): the caller sleeps until then
+#          without asking again (0: refused instead, as before)
+# Then, past KEYS[11] and ARGV[21], updates applied only when the call is admitted
 # (its counters: ``workers.ops``).
 # The state hash is read once (HMGET) and written once (HSET of what changed).
-# Returns {1, in_flight, effective} or {0, reason, wait_s}.
+# Returns {1, in_flight, effective, delay_s, at (Redis' time it may go)} or
+# {0, reason, wait_s}.
 ACQUIRE = (
     PRELUDE
     + OPS_LUA
@@ -52,6 +57,8 @@ local ttl_ms, divisor = tonumber(ARGV[11]), tonumber(ARGV[12])
 local slot_wait, min_wait = tonumber(ARGV[13]), tonumber(ARGV[14])
 local waiting_s = tonumber(ARGV[19]) or 0
 local refresh = ARGV[20] == '1'
+local reserve = tonumber(ARGV[21]) or 0
+local delay = 0  -- an admission for later (ARGV[21]): how long the caller sleeps first
 local state, leases, rpm_log, tpm_log, tpm_tok = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local st = redis.call('HMGET', state, 'eff', 'max', 'tpm', 'rpm_tat', 'tpm_tat', 'cool', 'rpm_q')
 local fresh = {}  -- keys this call makes: they get their TTL now (see ARGV[20])
@@ -146,7 +153,7 @@ local function rate_wait()
     local wait = rpm_window_wait()
     local tat, pace = gcra(st[4], 1, 60 / rpm, math.max(1, math.floor(rpm / divisor)))
     wait = math.max(wait, pace)
-    if wait > 0 then
+    if wait > reserve then
       -- Each refused caller gets a time of its own, one interval after the last one
       -- handed out: waiters that all came back at the first free time would all but
       -- one be refused again. A hint: admission still decides when they come back.
@@ -154,6 +161,7 @@ local function rate_wait()
       put('rpm_q', fmt(at))
       return 'rpm', at - now
     end
+    delay = wait  -- admitted for then (GCRA's tat already counts it)
     rpm_tat = tat
   end
   if tpm > 0 then
@@ -163,21 +171,22 @@ local function rate_wait()
     local burst = math.max(tokens, math.floor(tpm / divisor))
     local tat, pace = gcra(st[5], tokens, 60 / tpm, burst)
     wait = math.max(wait, pace)
-    if wait > 0 then return 'tpm', wait end
+    if wait > 0 then return 'tpm', math.max(wait, delay) end
     tpm_tat = tat
   end
   return nil, 0, rpm_tat, tpm_tat
 end
 
 local function admit(effective, in_flight, rpm_tat, tpm_tat)
-  redis.call('ZADD', leases, now + lease_s, lease)
+  local at = now + delay  -- when the call goes (now, unless admitted for later)
+  redis.call('ZADD', leases, at + lease_s, lease)
   if in_flight == 0 then fresh[leases] = true end
   -- What RELEASE and SNAPSHOT read back: set when it changed, not on every call.
   if num(st[1], -1) ~= effective then put('eff', effective) end
   if num(st[2], -1) ~= maxc then put('max', maxc) end
   if num(st[3], -1) ~= tpm then put('tpm', tpm) end
   if rpm_tat then
-    redis.call('ZADD', rpm_log, now, lease)
+    redis.call('ZADD', rpm_log, at, lease)
     put('rpm_tat', rpm_tat)
   end
   if tpm_tat then
@@ -190,10 +199,10 @@ local function admit(effective, in_flight, rpm_tat, tpm_tat)
     local px = ttl_ms + math.ceil(throttle_s * 1000)
     redis.call('SET', KEYS[7], now + throttle_s, 'PX', px)
   end
-  if job_conc > 0 then redis.call('ZADD', KEYS[8], now + lease_s, lease) end
+  if job_conc > 0 then redis.call('ZADD', KEYS[8], at + lease_s, lease) end
   budget_reserve()
-  apply_ops(11, 21)
-  return {1, in_flight + 1, effective}
+  apply_ops(11, 22)
+  return {1, in_flight + 1, effective, fmt(delay), fmt(at)}
 end
 
 -- A caller will wait for a slot: releases push to the wake-up list (KEYS[11]) until
