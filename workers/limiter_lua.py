@@ -102,12 +102,19 @@ local function job_wait()
 end
 
 -- The wait until the log holds fewer than `rpm` entries newer than now - window.
+-- Entries older than that are dropped on a refresh, not on every call.
 local function rpm_window_wait()
-  redis.call('ZREMRANGEBYSCORE', rpm_log, '-inf', now - window)
-  local count = redis.call('ZCARD', rpm_log)
+  local count
+  if refresh then
+    redis.call('ZREMRANGEBYSCORE', rpm_log, '-inf', now - window)
+    count = redis.call('ZCARD', rpm_log)
+  else
+    count = redis.call('ZCOUNT', rpm_log, after(now - window), '+inf')
+  end
   if count == 0 then fresh[rpm_log] = true end
   if count < rpm then return 0 end
-  local nth = redis.call('ZRANGE', rpm_log, count - rpm, count - rpm, 'WITHSCORES')
+  local nth = redis.call('ZRANGEBYSCORE', rpm_log, after(now - window), '+inf', 'WITHSCORES',
+    'LIMIT', count - rpm, 1)
   return tonumber(nth[2]) + window - now
 end
 
