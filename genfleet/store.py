@@ -20,6 +20,7 @@ from genfleet.claims import CLAIM_PRELUDE, GIVE_BACK_LUA, StepClaims
 from genfleet.errors import JobBusyError, JobNotFoundError
 from genfleet.records import JobMetrics, JobRecord, JobView, StepResult
 from genfleet.scripts import LeanScript
+from genfleet.summary import SUCCESS_FIELD, success_counts
 
 # Set the status to ARGV[1] only when the current one is among ARGV[2..].
 _SET_STATUS_IF = """
@@ -160,6 +161,16 @@ return {1, redis.call('HINCRBY', KEYS[1], 'round', 1)}
 """
 
 _ACTIVE = (C.STATUS_QUEUED, C.STATUS_RUNNING)
+
+# A job's token counters: plain fields, and those in its success vector.
+_TOKEN_FIELDS = ("tokens_in", "tokens_out", SUCCESS_FIELD)
+
+
+def _tokens(values: Sequence[Any]) -> tuple[int, int]:
+    plain_in, plain_out, success = values
+    packed = success_counts(success)
+    return (int(float(plain_in or 0) + packed.get("tokens_in", 0)),
+            int(float(plain_out or 0) + packed.get("tokens_out", 0)))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -497,7 +508,7 @@ class JobStore:
                 pipe.hlen(keys.ok)
                 pipe.hlen(keys.failed)
                 pipe.hlen(keys.running)
-                pipe.hmget(C.KEY_STATS_JOB.format(job_id=job_id), ["tokens_in", "tokens_out"])
+                pipe.hmget(C.KEY_STATS_JOB.format(job_id=job_id), list(_TOKEN_FIELDS))
             replies = pipe.execute()
         rows = []
         for n in range(len(job_ids)):
@@ -513,7 +524,7 @@ class JobStore:
                     started_at=float(started) if started else None,
                     finished_at=float(finished) if finished else None,
                     summary=json.loads(summary) if summary else {},
-                    tokens=(int(tokens[0] or 0), int(tokens[1] or 0)),
+                    tokens=_tokens(tokens),
                 )
             )
         return rows

@@ -9,6 +9,22 @@ from genfleet import constants as C
 from genfleet.prices import format_usd
 from genfleet.records import JobMetrics, JobView, StepResult
 
+# A job's LLM call counters (``genfleet:stats:job:{id}``) that a success adds are kept
+# as one vector in one field (two commands per call, not one per counter): the
+# gateway's ``workers.callstats`` writes it, readers add it to the plain counters.
+SUCCESS_FIELD = "success"
+SUCCESS_COUNTERS = ("ok", "tokens_in", "tokens_out", "cost_usd", "limiter_wait_s",
+                    "unpriced_calls")  # fmt: skip
+
+
+def success_counts(packed: str | bytes | None) -> dict[str, float]:
+    """The counters a ``SUCCESS_FIELD`` value holds (empty when there is none)."""
+    if not packed:
+        return {}
+    text = packed.decode() if isinstance(packed, bytes) else packed
+    return dict(zip(SUCCESS_COUNTERS, map(float, text.split()), strict=False))
+
+
 ALL_FAILED_HINT = (
     "check OPENAI_BASE_URL, OPENAI_API_KEY and LLM_MODEL, the network, "
     "and the provider's status; the worker log has each error"

@@ -35,6 +35,7 @@ from genfleet.connection import sanitize_url
 from genfleet.errors import SettingsError
 from genfleet.settings import Settings
 from genfleet.store import JobStore
+from genfleet.summary import SUCCESS_FIELD, success_counts
 from workers.callstats import read_costs, read_stats
 from workers.keypool import DEFAULT_PROVIDER, keys_from_settings, lease_seconds
 from workers.limiter import ClusterLimiter, Limits, Scope
@@ -181,13 +182,14 @@ def job_totals(client: redis.Redis) -> tuple[dict[str, int], CacheStats]:
         job_statuses = JobStore(client, 0).statuses(ids)  # read-only: the TTL is unused
         with client.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hmget(C.KEY_STATS_JOB.format(job_id=job_id), list(_JOB_COUNTERS))
+                pipe.hmget(C.KEY_STATS_JOB.format(job_id=job_id), [*_JOB_COUNTERS, SUCCESS_FIELD])
             counter_rows = pipe.execute()
         for status, counters in zip(job_statuses, counter_rows, strict=True):
             if status is not None:  # None: the job expired and is not yet pruned
                 statuses[str(status)] += 1
-            for name, value in zip(_JOB_COUNTERS, counters, strict=True):
+            for name, value in zip(_JOB_COUNTERS, counters[:-1], strict=True):
                 sums[name] += int(float(value or 0))
+            sums["ok"] += int(success_counts(counters[-1]).get("ok", 0))
     requests = sums["cache_hits"] + sums["ok"] + sums["failed"]
     ratio = sums["cache_hits"] / requests if requests else 0.0
     return dict(sorted(statuses.items())), CacheStats(sums["cache_hits"], requests, ratio)

@@ -11,7 +11,7 @@ import redis
 from genfleet import constants as C
 from genfleet.scripts import LeanScript
 from workers import callstats
-from workers.callstats import CallStats, read_stats
+from workers.callstats import CallStats, Cost, read_stats
 from workers.heartbeat import Heartbeat
 from workers.limiter import ClusterLimiter, Denied, Grant, Limits, Scope
 
@@ -149,3 +149,20 @@ def test_the_heartbeat_renews_no_work_younger_than_its_interval() -> None:
     assert 3 <= len(long) <= 5, long
     gaps = [b - a for a, b in zip([started, *long], long, strict=False)]
     assert all(0.19 <= g <= 0.45 for g in gaps), gaps
+
+
+def test_a_successs_job_counters_are_one_vector_that_readers_add_up(r: redis.Redis) -> None:
+    stats = CallStats(r, ttl_s=600)
+    key = C.KEY_STATS_JOB.format(job_id="job-v")
+    for tokens_in, usd in ((7, 0.25), (5, None)):
+        ops = stats.ops("job-v", None, {"ok": 1, "tokens_in": tokens_in, "tokens_out": 3},
+                        wait_s=0.5, cost=Cost("m", usd))  # fmt: skip
+        assert ops.args[0] == "HADDV" and "HINCRBY" not in ops.args  # one vector
+        stats._apply(keys=ops.keys, args=ops.args)
+    stats.add("job-v", None, failed=1, tokens_in=100)  # a failure's counters stay plain
+    assert set(r.hkeys(key)) == {"success", "failed", "tokens_in"}
+    counters = read_stats(r, key)
+    assert (counters["ok"], counters["tokens_in"], counters["tokens_out"], counters["failed"]) == (
+        2, 112, 6, 1)  # fmt: skip
+    assert counters["cost_usd"] == 0.25 and counters["unpriced_calls"] == 1
+    assert counters["limiter_wait_s"] == 1.0

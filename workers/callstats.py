@@ -22,6 +22,7 @@ import redis
 from genfleet import constants as C
 from genfleet.outage import REDIS_DOWN
 from genfleet.scripts import LeanScript
+from genfleet.summary import SUCCESS_COUNTERS, SUCCESS_FIELD, success_counts
 from workers.ops import OPS_LUA, Ops
 
 logger = logging.getLogger(__name__)
@@ -241,16 +242,34 @@ class CallStats:
         ops = Ops()
         if job_id:
             key = C.KEY_STATS_JOB.format(job_id=job_id)
-            self._counters(ops, key, counts, wait_s, effective_concurrency, expire)
-            if cost is not None:
-                if cost.usd is None:
+            job_counts, job_wait_s, job_cost = counts, wait_s, cost
+            if counts.get("ok"):
+                self._success(ops, key, counts, wait_s, cost)
+                job_counts = {k: v for k, v in counts.items() if k not in SUCCESS_COUNTERS}
+                job_wait_s, job_cost = 0.0, None
+            self._counters(ops, key, job_counts, job_wait_s, effective_concurrency, expire)
+            if job_cost is not None:
+                if job_cost.usd is None:
                     ops.add("HINCRBY", key, "unpriced_calls", 1)
                 else:
-                    ops.add("HINCRBYFLOAT", key, "cost_usd", round(cost.usd, 10))
+                    ops.add("HINCRBYFLOAT", key, "cost_usd", round(job_cost.usd, 10))
         if key_id:
             with self._lock:
                 self._hold(key_id, counts, wait_s, effective_concurrency, model, cost)
         return ops
+
+
+    @staticmethod
+    def _success(ops: Ops, key: str, counts: dict[str, int], wait_s: float,
+                 cost: Cost | None) -> None:  # fmt: skip
+        """A success's job counters, as one vector (``SUCCESS_COUNTERS``' order)."""
+        values = {**counts, "limiter_wait_s": round(wait_s, 4)}
+        if cost is not None:
+            values["cost_usd" if cost.usd is not None else "unpriced_calls"] = (
+                round(cost.usd, 10) if cost.usd is not None else 1
+            )
+        vector = " ".join(str(values.get(name, 0)) for name in SUCCESS_COUNTERS)
+        ops.add("HADDV", key, SUCCESS_FIELD, vector)
 
 
 # Counter updates in one call (one command sent, however many counters move).
@@ -279,10 +298,15 @@ def read_costs(client: redis.Redis, key_id: str) -> dict[str, float | None]:
 
 def read_stats(client: redis.Redis, key: str) -> dict[str, Any]:
     """A counters hash as numbers (missing counters are 0)."""
-    raw = client.hgetall(key)
+    raw = {_text(k): _text(v) for k, v in client.hgetall(key).items()}
+    sums = {name: float(value) for name, value in raw.items() if name != SUCCESS_FIELD}
+    for name, value in success_counts(raw.get(SUCCESS_FIELD)).items():
+        sums[name] = sums.get(name, 0.0) + value
     out: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
-    for name, value in raw.items():
-        name = name.decode() if isinstance(name, bytes) else name
-        number = float(value)
+    for name, number in sums.items():
         out[name] = number if name in _FLOATS or not number.is_integer() else int(number)
     return out
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -12,13 +12,26 @@ from __future__ import annotations
 from typing import Any
 
 # Defines apply_ops(k0, a0): applies the updates in ARGV[a0..], four values each
-# (operation, key index past KEYS[k0], field, value).
+# (operation, key index past KEYS[k0], field, value). HADDV adds a vector of numbers
+# (space-separated) to the one kept in a hash field: several counters in two commands.
 OPS_LUA = """
+local function add_vector(key, field, value)
+  local sums = {}
+  for d in string.gmatch(value, '%S+') do sums[#sums + 1] = tonumber(d) end
+  local i = 1
+  for c in string.gmatch(redis.call('HGET', key, field) or '', '%S+') do
+    sums[i] = (sums[i] or 0) + (tonumber(c) or 0)
+    i = i + 1
+  end
+  for j = 1, #sums do sums[j] = string.format('%.17g', sums[j]) end
+  redis.call('HSET', key, field, table.concat(sums, ' '))
+end
 local function apply_ops(k0, a0)
   for i = a0, #ARGV, 4 do
     local op, key = ARGV[i], KEYS[k0 + tonumber(ARGV[i + 1])]
     local field, value = ARGV[i + 2], ARGV[i + 3]
-    if op == 'EXPIRE' then redis.call(op, key, value)
+    if op == 'HADDV' then add_vector(key, field, value)
+    elseif op == 'EXPIRE' then redis.call(op, key, value)
     elseif op == 'SADD' then redis.call(op, key, field)
     elseif op == 'SETEX' then redis.call('SET', key, value, 'EX', field)
     else redis.call(op, key, field, value) end
@@ -27,7 +40,7 @@ end
 """
 
 # The operations ``Ops.add`` takes (the Lua above knows no others).
-OPERATIONS = frozenset({"HINCRBY", "HINCRBYFLOAT", "HSET", "EXPIRE", "SADD", "SETEX"})
+OPERATIONS = frozenset({"HINCRBY", "HINCRBYFLOAT", "HSET", "EXPIRE", "SADD", "SETEX", "HADDV"})
 
 
 class Ops:
@@ -40,7 +53,8 @@ class Ops:
 
     def add(self, op: str, key: str, field: Any, value: Any) -> None:
         """One update: HINCRBY/HINCRBYFLOAT/HSET key field value, EXPIRE key (value
-        seconds), SADD key field, SETEX key (field seconds) value."""
+        seconds), SADD key field, SETEX key (field seconds) value, HADDV key field
+        "n1 n2 ..." (adds each number to the one at its place in the field)."""
         if op not in OPERATIONS:
             raise ValueError(f"unknown operation {op!r}: one of {sorted(OPERATIONS)}")
         if key not in self.keys:
