@@ -73,7 +73,7 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_cancel_long_running_tasks_on_connection_loss = True
-task_track_started = False  # steps record their own start (genfleet:job:{id}:running)
+task_track_started = False  # a step's claim records its start (genfleet:job:{id}:claims)
 # Task events (a publish per task state) only where something reads them: Flower turns
 # them on in running workers (``enable_events``); GENFLEET_TASK_EVENTS=1 starts every
 # worker with them, and makes producers send ``task-sent`` too.

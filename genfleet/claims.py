@@ -7,11 +7,22 @@ lives ``LEASE_S`` seconds by Redis' clock, renewed while the attempt works (see
 visibility timeout, a worker whose clock is off, cancel then resume, two resumes)
 finds the live claim and waits; only once the owner has died and its claim has
 expired may another attempt call again.
+
+A claim reads ``"owner @started expiry"``: ``started`` is when the attempt holding it
+took it (Redis time), kept through renewals and new on a take-over; it is what the
+store shows as the step's start (a step is *running* while it has a claim). A claim
+an older genfleet wrote reads ``"owner expiry"`` and is still read (with no start);
+an older genfleet reads a new claim as owner ``"owner @started"`` with the right
+expiry, so during an upgrade old and new workers still keep each other out. The two
+formats differ unless an owner ends in `` @<digits>``, which ``new_owner`` never
+makes (its owners have no spaces). A claim with no owner (``JobStore.mark_started``)
+holds nothing: it has expired before it is written.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 from dataclasses import dataclass
@@ -33,23 +44,31 @@ end
 """
 
 # Redis' clock and the claim operations, for any script that takes or renews one.
+# parse() answers the owner (nil for none), the expiry and the start (nil when the
+# claim has none: an older genfleet's "owner expiry").
 # take() answers 1 (held now), 2 and the owner whose expired claim it took over, or 0,
-# the live owner and its seconds left.
+# the live owner and its seconds left; the start is kept when the claim was the
+# owner's already, else it is now.
 CLAIM_PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local function parse(value)
-  if not value then return nil, 0 end
-  local owner, expiry = string.match(value, '^(.*) ([%d%.]+)$')
-  return owner, tonumber(expiry) or 0
+  if not value then return nil, 0, nil end
+  local owner, started, expiry = string.match(value, '^(.*) @([%d%.]+) ([%d%.]+)$')
+  if not owner then owner, expiry = string.match(value, '^(.*) ([%d%.]+)$') end
+  if owner == '' then owner = nil end
+  return owner, tonumber(expiry) or 0, started
 end
-local function hold(key, step, owner, lease_s)
-  redis.call('HSET', key, step, owner .. ' ' .. string.format('%.3f', now + tonumber(lease_s)))
+local function hold(key, step, owner, lease_s, started)
+  local expiry = string.format('%.3f', now + tonumber(lease_s))
+  started = started or string.format('%.3f', now)
+  redis.call('HSET', key, step, owner .. ' @' .. started .. ' ' .. expiry)
 end
 local function take(key, step, owner, lease_s)
-  local other, expiry = parse(redis.call('HGET', key, step))
+  local other, expiry, started = parse(redis.call('HGET', key, step))
   if other and other ~= owner and expiry > now then return 0, other, expiry - now end
-  hold(key, step, owner, lease_s)
+  if other ~= owner then started = nil end
+  hold(key, step, owner, lease_s, started)
   if other and other ~= owner then return 2, other, 0 end
   return 1, '', 0
 end
@@ -68,12 +87,14 @@ return {code, other, string.format('%.3f', left)}
 )
 
 # KEYS[1] claims hash; ARGV: 1 step, 2 owner, 3 lease_s. Extends the claim if it is
-# still the owner's (a claim given back with the step's result is not brought back).
+# still the owner's (a claim given back with the step's result is not brought back),
+# keeping its start.
 _RENEW = (
     CLAIM_PRELUDE
     + """
-if parse(redis.call('HGET', KEYS[1], ARGV[1])) ~= ARGV[2] then return 0 end
-hold(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+local owner, _, started = parse(redis.call('HGET', KEYS[1], ARGV[1]))
+if owner ~= ARGV[2] then return 0 end
+hold(KEYS[1], ARGV[1], ARGV[2], ARGV[3], started)
 return 1
 """
 )
@@ -104,6 +125,25 @@ class Claim:
     owner: str = ""  # the other owner when not held; the expired one on a take-over
     left_s: float = 0.0
     took_over: bool = False  # an earlier attempt died holding it
+
+
+# A claim's value, as parse() in CLAIM_PRELUDE reads it (Lua's '.' matches newlines too).
+_CLAIM_VALUE = re.compile(r"(.*) @([0-9.]+) ([0-9.]+)", re.DOTALL)
+
+
+def ownerless_claim(started: float) -> str:
+    """A claim that holds nothing (expired at once) and says when a step began."""
+    return f" @{started:.3f} 0"
+
+
+def claim_started(value: str) -> float | None:
+    """When the attempt holding a claim took it; None for a claim written by an older
+    genfleet ("owner expiry") or one that does not parse."""
+    match = _CLAIM_VALUE.fullmatch(value)
+    try:
+        return float(match.group(2)) if match else None
+    except ValueError:  # "1.2.3" matches the pattern, as in Lua
+        return None
 
 
 def new_owner() -> str:

@@ -14,10 +14,12 @@ after the job ends and have no TTL while it is queued or running, unless noted):
 ``genfleet:job:{job_id}:failed``
     hash step_id -> JSON step result of the last failed attempt.
 ``genfleet:job:{job_id}:running``
-    hash step_id -> start timestamp of steps in flight.
+    hash step_id -> start timestamp of steps in flight; written by older versions
+    only (the claims say it now), read for the claims those wrote.
 ``genfleet:job:{job_id}:claims``
-    hash step_id -> "owner expiry": the attempt allowed to call the provider for a
-    step (``genfleet/claims.py``); expiry is Redis time, renewed while it works.
+    hash step_id -> "owner @started expiry": the attempt allowed to call the provider
+    for a step (``genfleet/claims.py``) and when it began; Redis time, the expiry
+    renewed while it works. A step is running while it has a claim.
 ``genfleet:jobs``
     sorted set job_id -> created_at; the index behind ``genfleet jobs`` (no TTL;
     entries whose job hash has expired are pruned when listed).
@@ -78,7 +80,7 @@ KEY_PREFIX = "genfleet"
 KEY_JOB = KEY_PREFIX + ":job:{job_id}"
 KEY_JOB_OK = KEY_JOB + ":ok"
 KEY_JOB_FAILED = KEY_JOB + ":failed"
-KEY_JOB_RUNNING = KEY_JOB + ":running"
+KEY_JOB_RUNNING = KEY_JOB + ":running"  # older versions' (see genfleet/store.py)
 KEY_JOB_INPUTS = KEY_JOB + ":inputs"
 KEY_JOB_CLAIMS = KEY_JOB + ":claims"
 KEY_JOB_INDEX = KEY_PREFIX + ":jobs"

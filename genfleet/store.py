@@ -3,6 +3,18 @@
 A step's successful result is written once (HSETNX): a step delivered again after a
 lost worker finds it and does not call the model again. A job's keys have no TTL while
 it is queued or running; ``RESULT_TTL_S`` counts from its end (finished or cancelled).
+
+A step is *running* while it has a claim in the job's claims hash (``genfleet.claims``),
+which carries when its attempt began: one field per step in flight, written when the
+step begins and removed with its result. So:
+
+- a claim left by a dead worker still counts as running, with the dead attempt's
+  start, until a redelivery takes it over (its start is then the new attempt's);
+- a step whose attempt gave its claim back without a result (re-scheduled by
+  ``RetryLater``) is *waiting* until a delivery claims it again;
+- a claim an older genfleet wrote ("owner expiry", no start) takes its start from the
+  ``running`` hash those versions kept. That key is still in ``JobKeys`` (its TTL and
+  deletion follow the job's) but nothing writes it any more.
 """
 
 from __future__ import annotations
@@ -16,7 +28,13 @@ from typing import Any, NamedTuple
 import redis
 
 from genfleet import constants as C
-from genfleet.claims import CLAIM_PRELUDE, GIVE_BACK_LUA, StepClaims
+from genfleet.claims import (
+    CLAIM_PRELUDE,
+    GIVE_BACK_LUA,
+    StepClaims,
+    claim_started,
+    ownerless_claim,
+)
 from genfleet.errors import JobBusyError, JobNotFoundError
 from genfleet.records import JobMetrics, JobRecord, JobView, StepResult
 from genfleet.scripts import LeanScript
@@ -74,9 +92,10 @@ end
 #   'cancelled'
 #   'busy', owner, seconds left another live attempt holds the step's claim
 #   'go', record, round, tried, took over from, inputs
-#                               claimed (tried: an earlier attempt of this run failed or
-#                               died holding it, the owner then), marked running, and
-#                               the inputs asked for (false where missing)
+#                               claimed, which marks it running (tried: an earlier
+#                               attempt of this run failed or died holding it, the
+#                               owner then), and the inputs asked for (false where
+#                               missing)
 _BEGIN_STEP = (
     CLAIM_PRELUDE
     + _COMPLETE_LUA
@@ -91,7 +110,6 @@ if not job[1] then return {'gone'} end
 if job[2] == ARGV[7] then return {'cancelled'} end
 local code, owner, left = take(KEYS[6], ARGV[1], ARGV[2], ARGV[3])
 if code == 0 then return {'busy', owner, string.format('%.3f', left)} end
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
 if job[2] == ARGV[5] then
   redis.call('HSET', KEYS[1], 'status', ARGV[6])
   redis.call('HSETNX', KEYS[1], 'started_at', ARGV[4])
@@ -107,9 +125,10 @@ return {'go', job[1], job[3] or '0', tried, took, inputs}
 """
 )
 
-# A step's result, in one call; the step's claim is given back with it. KEYS:
-# JobKeys.all() (job, ok, failed, running, inputs, claims). ARGV: 1 step, 2 result
-# JSON, 3 '1' for a success, 4 TTL s, 5 the claim's owner ('' for none), 6 running,
+# A step's result, in one call; the step's claim is given back with it (it is running
+# no more). KEYS: JobKeys.all() (job, ok, failed, running, inputs, claims). ARGV: 1
+# step, 2 result JSON, 3 '1' for a success, 4 TTL s, 5 the claim's owner ('': the
+# ownerless claim of ``mark_started``), 6 running,
 # 7.. the ended statuses (a step of a cancelled job finishing late starts its keys'
 # TTL). Returns {1 if stored, 1 if this completes a job finished by count, round}.
 _SAVE_STEP = (
@@ -124,8 +143,7 @@ if ARGV[3] == '1' then
 elseif redis.call('HSET', KEYS[3], ARGV[1], ARGV[2]) == 1 and job[1] then
   failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 end
-redis.call('HDEL', KEYS[4], ARGV[1])
-if ARGV[5] ~= '' then give_back(KEYS[6], ARGV[1], ARGV[5]) end
+give_back(KEYS[6], ARGV[1], ARGV[5])
 local cur = job[1]
 for i = 7, #ARGV do
   if cur == ARGV[i] then
@@ -141,17 +159,17 @@ return {written, complete(job[2], cur, job[3], ARGV[6], failures), job[4] or '0'
 # it re-runs are forgotten: they are waiting again). ARGV: the statuses a job may be
 # resumed from. Returns {1, round}; {0, status} when the job is not one of
 # them; {-1, step} while a step still holds a live claim (an attempt is working on it).
-_REOPEN = """
+_REOPEN = (
+    CLAIM_PRELUDE
+    + """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {0, ''} end
 local ended = false
 for i = 1, #ARGV do if cur == ARGV[i] then ended = true end end
 if not ended then return {0, cur} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local claims = redis.call('HGETALL', KEYS[2])
 for i = 1, #claims, 2 do
-  local expiry = tonumber(string.match(claims[i + 1], ' ([%d%.]+)$')) or 0
+  local _, expiry = parse(claims[i + 1])
   if expiry > now then return {-1, claims[i]} end
 end
 redis.call('HSET', KEYS[1], 'status', 'running')
@@ -159,6 +177,7 @@ redis.call('HDEL', KEYS[1], 'finished_at', 'summary', 'failures')
 redis.call('DEL', KEYS[3])
 return {1, redis.call('HINCRBY', KEYS[1], 'round', 1)}
 """
+)
 
 _ACTIVE = (C.STATUS_QUEUED, C.STATUS_RUNNING)
 
@@ -180,7 +199,7 @@ class JobKeys:
     job: str
     ok: str
     failed: str
-    running: str
+    running: str  # written by older versions only (see the module's docstring)
     inputs: str
     claims: str
 
@@ -350,7 +369,7 @@ class JobStore:
             pipe.hmget(keys.job, ["status", "total"])
             pipe.hlen(keys.ok)
             pipe.hlen(keys.failed)
-            pipe.hlen(keys.running)
+            pipe.hlen(keys.claims)
             (status, total), ok, failed, running = pipe.execute()
         if status is None:
             raise _missing(job_id)
@@ -366,8 +385,8 @@ class JobStore:
     ) -> StepStart:
         """A delivery of a step begins, in one script call: its stored success (then
         nothing changes), the job cancelled, another live attempt's claim, or else the
-        step claimed for ``owner`` (``genfleet.claims``) and marked running, with the
-        job's record and the job ``inputs`` asked for."""
+        step claimed for ``owner`` (``genfleet.claims``), which marks it running, with
+        the job's record and the job ``inputs`` asked for."""
         keys = JobKeys.of(job_id)
         reply = self._begin_step(
             keys=list(keys.all()),
@@ -390,11 +409,13 @@ class JobStore:
                          took_over_from=str(reply[4]), inputs=values)  # fmt: skip
 
     def mark_started(self, job_id: str, step_id: str) -> None:
-        """Record that a step began; the job becomes ``running``."""
+        """Record that a step began, outside a claim; the job becomes ``running``. The
+        step shows as running until ``save_step`` stores its result (no owner), but
+        holds nothing: an attempt or a resume is never kept out by it."""
         keys = JobKeys.of(job_id)
         now = time.time()
         with self.r.pipeline() as pipe:
-            pipe.hset(keys.running, step_id, now)
+            pipe.hset(keys.claims, step_id, ownerless_claim(now))
             pipe.hsetnx(keys.job, "started_at", now)
             pipe.execute()
         self._set_status_if(keys=[keys.job], args=[C.STATUS_RUNNING, C.STATUS_QUEUED])
@@ -466,8 +487,8 @@ class JobStore:
             pipe.hgetall(keys.job)
             pipe.hgetall(keys.ok)
             pipe.hgetall(keys.failed)
-            pipe.hgetall(keys.running)
-            job, ok, failed, running = pipe.execute()
+            pipe.hgetall(keys.claims)
+            job, ok, failed, claims = pipe.execute()
         if not job or "record" not in job:
             raise _missing(job_id)
         summary = json.loads(job["summary"]) if job.get("summary") else {}
@@ -480,10 +501,27 @@ class JobStore:
             finished_at=float(job["finished_at"]) if "finished_at" in job else None,
             ok={k: StepResult.model_validate_json(v) for k, v in ok.items()},
             failed={k: StepResult.model_validate_json(v) for k, v in failed.items()},
-            running={k: float(v) for k, v in running.items()},
+            running=self._running(keys, claims),
             metrics=JobMetrics(**summary["metrics"]) if summary.get("metrics") else None,
             error=summary.get("error"),
         )
+
+    def _running(self, keys: JobKeys, claims: dict[str, str]) -> dict[str, float]:
+        """Step -> when its attempt began, from the claims; those of an older genfleet
+        ("owner expiry") from the running hash it kept (now: if it is gone too)."""
+        running: dict[str, float] = {}
+        older: list[str] = []
+        for step, value in claims.items():
+            started = claim_started(value)
+            if started is None:
+                older.append(step)
+            else:
+                running[step] = started
+        if older:
+            kept = self.r.hmget(keys.running, older)
+            now = time.time()
+            running.update({s: float(v or now) for s, v in zip(older, kept, strict=True)})
+        return running
 
     def recent(self, limit: int = 20) -> list[str]:
         """Ids of the newest jobs still stored, newest first."""
@@ -507,7 +545,7 @@ class JobStore:
                 pipe.hmget(keys.job, fields)
                 pipe.hlen(keys.ok)
                 pipe.hlen(keys.failed)
-                pipe.hlen(keys.running)
+                pipe.hlen(keys.claims)
                 pipe.hmget(C.KEY_STATS_JOB.format(job_id=job_id), list(_TOKEN_FIELDS))
             replies = pipe.execute()
         rows = []

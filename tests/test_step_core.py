@@ -198,6 +198,78 @@ def test_resume_is_refused_while_a_step_holds_a_live_claim(r) -> None:
     assert store.reopen(job_id) == 1
 
 
+def _claim(r: redis.Redis, job_id: str, step_id: str) -> tuple[str, float, float]:
+    """A claim's owner, start and expiry as stored: "owner @started expiry"."""
+    owner, started, expiry = r.hget(JobKeys.of(job_id).claims, step_id).rsplit(" ", 2)
+    return owner, float(started.lstrip("@")), float(expiry)
+
+
+def test_a_step_runs_while_it_holds_its_claim_whose_start_survives_renewals(r) -> None:
+    store = _store(r)
+    job_id = _job(store)
+    assert store.progress(job_id).running == 0
+    before = time.time()
+    assert store.begin_step(job_id, "v0", "worker-a", C.LEASE_S).record is not None
+    _, started, expiry = _claim(r, job_id, "v0")
+    assert before - 1 <= started <= time.time() + 1  # Redis time, on this machine
+    p = store.progress(job_id)
+    assert (p.status, p.running, p.ok) == (C.STATUS_RUNNING, 1, 0)
+    assert store.load(job_id).running == {"v0": started}
+    time.sleep(0.05)
+    assert store.claims.renew(job_id, "v0", "worker-a")
+    assert store.claims.claim(job_id, "v0", "worker-a").held  # claiming again renews too
+    owner, kept, renewed = _claim(r, job_id, "v0")
+    assert (owner, kept) == ("worker-a", started) and renewed > expiry
+    assert store.load(job_id).running == {"v0": started}
+    store.save_step(job_id, StepResult(step_id="v0", ok=True), "worker-a")
+    p = store.progress(job_id)
+    assert (p.running, p.ok) == (0, 1) and store.load(job_id).running == {}
+    assert not store.claims.renew(job_id, "v0", "worker-a")  # given back with the result
+    assert not r.exists(JobKeys.of(job_id).running)  # nothing writes the old hash
+
+
+def test_a_dead_attempts_claim_runs_until_taken_over_and_a_given_back_one_waits(r) -> None:
+    store = _store(r)
+    job_id = _job(store)
+    claims = JobKeys.of(job_id).claims
+    assert store.begin_step(job_id, "v0", "dead", C.LEASE_S).record is not None
+    r.hset(claims, "v0", "dead @100.000 1.000")  # died long ago (Redis time)
+    assert store.progress(job_id).running == 1  # until a redelivery takes it over
+    assert store.load(job_id).running == {"v0": 100.0}
+    start = store.begin_step(job_id, "v0", "alive", C.LEASE_S)
+    assert start.took_over_from == "dead" and start.tried
+    assert store.load(job_id).running["v0"] > time.time() - 60  # its own start
+    assert store.claims.release(job_id, "v0", "alive")  # RetryLater: re-scheduled
+    assert store.progress(job_id).running == 0 and store.load(job_id).running == {}
+    store.mark_started(job_id, "v1")  # outside a claim: shown running, holds nothing
+    assert store.progress(job_id).running == 1 and "v1" in store.load(job_id).running
+    assert store.claims.live(job_id) == []
+    store.save_step(job_id, StepResult(step_id="v1", ok=True))
+    assert store.progress(job_id).running == 0
+
+
+def test_a_claim_an_older_version_wrote_is_still_read(r) -> None:
+    store = _store(r)
+    job_id = _job(store)
+    keys = JobKeys.of(job_id)
+    r.hset(keys.running, "v0", "123.5")  # what an older worker's begin wrote
+    r.hset(keys.claims, "v0", "old:1:ab 9999999999.000")  # live: "owner expiry"
+    assert store.load(job_id).running == {"v0": 123.5}
+    assert store.progress(job_id).running == 1
+    busy = store.begin_step(job_id, "v0", "new", C.LEASE_S)
+    assert busy.busy_owner == "old:1:ab" and busy.busy_left_s > 0
+    assert store.claims.live(job_id) == ["v0"]
+    assert store.cancel(job_id)
+    with pytest.raises(JobBusyError, match="v0"):
+        store.reopen(job_id)
+    r.hset(keys.claims, "v0", "old:1:ab 1.000")  # ... expired: taken over
+    assert store.reopen(job_id) == 1
+    start = store.begin_step(job_id, "v0", "new", C.LEASE_S)
+    assert start.took_over_from == "old:1:ab"
+    assert _claim(r, job_id, "v0")[0] == "new"
+    assert store.load(job_id).running["v0"] > 123.5
+
+
 def test_a_refused_key_is_locked_by_fingerprint_briefly_then_longer(r) -> None:
     limits = Limits(4)
     old = ApiKey("key1", "http://p/v1", limits, "sk-old-0000000000")
