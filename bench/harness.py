@@ -29,15 +29,16 @@ BENCH_KEY = "bench-key-0001"
 
 
 class CommandCounter:
-    """Watches the commands clients send to one Redis database (``MONITOR``), apart
-    from those Lua scripts run inside Redis (which ``INFO commandstats`` counts too).
-    MONITOR costs Redis time: what is measured under it is not timed."""
+    """Watches the commands clients send to one Redis database (``MONITOR``): ``sent``,
+    and apart from them ``scripted``, those Lua scripts run inside Redis (which ``INFO
+    commandstats`` counts too). MONITOR costs Redis time: what is measured under it is
+    not timed."""
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
         self.db = self.client.connection_pool.connection_kwargs.get("db", 0)
         self.sent: list[str] = []
-        self.inside = 0
+        self.scripted: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -48,10 +49,8 @@ class CommandCounter:
                     return
                 if command.get("db") != self.db:
                     continue
-                if command.get("client_type") == "lua":
-                    self.inside += 1
-                else:
-                    self.sent.append(str(command["command"]))
+                seen = self.scripted if command.get("client_type") == "lua" else self.sent
+                seen.append(str(command["command"]))
 
     def __enter__(self) -> CommandCounter:
         self._thread.start()

@@ -51,8 +51,8 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
         time.sleep(0.05)
 
 
-def _calls_per_step(sim, cal: dict) -> dict[str, int]:
-    by_prompt = sim.stats()["chat_by_prompt"]
+def _calls_per_step(sim, cal: dict, counter: str = "chat_by_prompt") -> dict[str, int]:
+    by_prompt = sim.stats()[counter]
     return {date: by_prompt.get(tweet_prompt_hash(date, plan), 0)
             for date, plan in cal["calendar"].items()}  # fmt: skip
 
@@ -96,6 +96,53 @@ def test_pool_child_killed_mid_job(sim, workers: Workers) -> None:
     os.kill(children[0].pid, signal.SIGKILL)  # only one pool process dies
     _check_exactly_once(handle, sim, cal, done_before)
     assert worker.proc is not None and worker.proc.poll() is None  # the worker lives on
+
+
+def test_a_killed_workers_message_is_restored_once_from_its_one_hash_entry(
+    sim, workers: Workers, r: redis.Redis
+) -> None:
+    sim.configure(latency_ms=3000)
+    cal = calendar(1)
+    doomed = workers.start("doomed", concurrency=1, **FAST_REDELIVERY)
+    handle = submit_tweets(PERSONA, cal, count=1)
+    wait_for(lambda: sim.stats()["in_flight"] == 1, 30, "the step's call in flight")
+    # The delivery is one entry of the unacked hash, dated inside; no unacked_index.
+    (record,) = r.hvals("unacked")
+    _message, _exchange, routing_key, delivered_at = json.loads(record)
+    assert routing_key == C.QUEUE_LLM and isinstance(delivered_at, float)
+    assert not r.exists("unacked_index")
+    doomed.signal(signal.SIGKILL)
+    doomed.proc.wait()  # type: ignore[union-attr]
+    workers.start("b", concurrency=2, **FAST_REDELIVERY)  # two sweeps race for the record
+    workers.start("c", concurrency=2, **FAST_REDELIVERY)
+    view = handle.wait(timeout=120, progress=False)
+    assert view.status == C.STATUS_SUCCEEDED, view.error
+    # The call the kill cut short, and one from the restored message: never a third.
+    calls = _calls_per_step(sim, cal, "chat_calls_by_prompt")
+    assert calls == dict.fromkeys(cal["calendar"], 2)
+    wait_for(lambda: r.hlen("unacked") == 0, 10, "the last ack")  # finalize's, after the job's
+    assert not r.exists("unacked_index")
+
+
+def test_messages_an_older_worker_held_are_restored(sim, workers: Workers, r: redis.Redis) -> None:
+    cal = calendar(2)
+    handle = submit_tweets(PERSONA, cal, count=2)  # no worker yet: both steps wait queued
+    wait_for(lambda: r.llen(C.QUEUE_LLM) == 2, 30, "two queued steps")
+    tags = []
+    for _ in range(2):  # popped and recorded as an older worker (or kombu itself) did
+        envelope = json.loads(r.rpop(C.QUEUE_LLM))  # type: ignore[arg-type]
+        info = envelope["properties"]["delivery_info"]
+        tags.append(envelope["properties"]["delivery_tag"])
+        r.hset("unacked", tags[-1], json.dumps([envelope, info["exchange"], info["routing_key"]]))
+    # The first is dated in the index, a minute ago: overdue. The second is not in it:
+    # as the old sweep did, it waits while the index exists, then counts as old.
+    r.zadd("unacked_index", {tags[0]: time.time() - 60})
+    workers.start("new", concurrency=2, **FAST_REDELIVERY)
+    view = handle.wait(timeout=120, progress=False)
+    assert view.status == C.STATUS_SUCCEEDED, view.error
+    assert _calls_per_step(sim, cal) == dict.fromkeys(cal["calendar"], 1)
+    wait_for(lambda: r.hlen("unacked") == 0, 10, "the last ack")  # finalize's, after the job's
+    assert not r.exists("unacked_index")
 
 
 @pytest.fixture

@@ -115,3 +115,10 @@ def test_a_step_sends_few_redis_commands_and_its_job_ends_without_a_chord(
     assert list(r.scan_iter("celery-taskset-meta-*")) == []
     finalize = [c for c in seen.sent if c.startswith("LPUSH") and "finalize_job" in c]
     assert len(finalize) == 1, finalize
+    # The broker's bookkeeping: a delivered message is one HSET, its ack one HDEL;
+    # kombu's unacked_index sorted set is never written, by a client or by a script.
+    assert not [c for c in seen.sent + seen.scripted if "unacked_index" in c]
+    held = [c.split()[:3] for c in seen.sent + seen.scripted if c.split()[1:2] == ["unacked"]]
+    recorded = sorted(tag for verb, _, tag in held if verb == "HSET")
+    acked = sorted(tag for verb, _, tag in held if verb == "HDEL")
+    assert len(recorded) == 11 and acked == recorded, held  # ten steps and finalize

@@ -1,4 +1,5 @@
-"""kombu's Redis transport, made safe against hand-pushed queue entries.
+"""kombu's Redis transport, made safe against hand-pushed queue entries, with a
+leaner record of the messages a worker holds.
 
 Anyone who can write to Redis can push anything onto a queue list. kombu decodes
 each entry it pops as a JSON envelope (``{"body", "properties", ...}``) outside any
@@ -9,6 +10,15 @@ goes on serving. A message popped while Redis cannot record it (out of memory) i
 held until it can. (A well-formed envelope with a malformed *task* message is the
 concern of ``workers.consumer.SafeConsumer``.) Selected by ``broker_transport`` in
 ``celeryconfig``.
+
+kombu records a message it delivers in the ``unacked`` hash (tag -> [message,
+exchange, routing key]) and dates it in the ``unacked_index`` sorted set, where its
+sweep looks for messages held past the visibility timeout (their worker died). Here
+the time rides in the hash's value, [message, exchange, routing key, delivered at]:
+a delivery costs one HSET, an ack one HDEL, and the sweep scans the hash (HSCAN,
+under kombu's ``unacked_mutex``). ``unacked_index`` is never written; the records of
+an older worker (three items, dated there) are still found and restored. ``HLEN
+unacked`` still counts the messages delivered and not yet acknowledged.
 """
 
 from __future__ import annotations
@@ -19,21 +29,22 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import kombu.utils.json as kombu_json
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.json import dumps
+from kombu.utils.json import dumps, loads
 
 from genfleet import constants as C
 from genfleet.outage import through_outage
-from genfleet.scripts import LeanScript
 
 logger = logging.getLogger(__name__)
 
 _SHOWN_CHARS = 80
 _ROUTE = ("exchange", "routing_key")  # what kombu writes in delivery_info and reads back
+_SCAN_BATCH = 500  # hash entries per HSCAN call of the sweep for overdue messages
 
 
 _decoders: dict[Any, json.JSONDecoder] = {}
@@ -61,18 +72,58 @@ _use_one_decoder()
 
 
 def _clock_offset_s() -> float:
-    """Test-only: pretend this worker's clock is off by this much (kombu dates the
-    messages a worker holds by the worker's own clock)."""
+    """Test-only: pretend this worker's clock is off by this much (a worker dates the
+    messages it holds, and judges others' overdue, by its own clock)."""
     try:
         return float(os.environ.get("GENFLEET_TEST_CLOCK_OFFSET_S") or 0)
     except ValueError:
         return 0.0
 
 
+def _now() -> float:
+    return time.time() + _clock_offset_s()
+
+
+@dataclass(frozen=True)
+class Held:
+    """A message a worker holds, as the ``unacked`` hash records it."""
+
+    payload: dict[str, Any]
+    exchange: str
+    routing_key: str
+    delivered_at: float | None  # None: kombu's three items, dated in ``unacked_index``
+
+
+def parse_held(value: bytes | str) -> Held | None:
+    """The record ``value``: this module's four items or kombu's three (None when it
+    is neither)."""
+    try:
+        items = loads(value)
+    except ValueError:
+        return None
+    if not isinstance(items, list) or len(items) not in (3, 4):
+        return None
+    payload, exchange, routing_key, *rest = items
+    at = rest[0] if rest else None
+    route_ok = isinstance(exchange, str) and isinstance(routing_key, str)
+    if not (isinstance(payload, dict) and route_ok):
+        return None
+    if at is not None and (isinstance(at, bool) or not isinstance(at, int | float)):
+        return None
+    return Held(payload, exchange, routing_key, None if at is None else float(at))
+
+
+def _raw_key(client: Any, key: str) -> str:
+    """``key`` as Redis names it: kombu's ``global_keyprefix`` client prefixes only
+    the commands kombu itself sends (not HSCAN, EXISTS, ZMSCORE)."""
+    return str(getattr(client, "global_keyprefix", "") or "") + key
+
+
 class SafeQoS(kombu_redis.QoS):
-    """kombu's record of the messages a worker holds, kept through a Redis that cannot
-    take writes for a while (out of memory, restarting): a popped message is held in
-    memory and recorded once Redis has room, never lost and never fatal."""
+    """kombu's record of the messages a worker holds, in one hash entry per message
+    (its time inside), and kept through a Redis that cannot take writes for a while
+    (out of memory, restarting): a popped message is held in memory and recorded once
+    Redis has room, never lost and never fatal."""
 
     def append(self, message: Any, delivery_tag: Any) -> None:
         through_outage(lambda: self._record(message, delivery_tag),
@@ -81,32 +132,79 @@ class SafeQoS(kombu_redis.QoS):
 
     def _record(self, message: Any, delivery_tag: Any) -> None:
         delivery = message.delivery_info
-        held = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        keys = [self.unacked_index_key, self.unacked_key]
-        args = [time.time() + _clock_offset_s(), delivery_tag, held]
+        held = dumps([message._raw, delivery["exchange"], delivery["routing_key"], _now()])
         with self.channel.conn_or_acquire() as client:
-            script = self.__dict__.get("_record_script")
-            if script is None:  # loaded again by redis-py if Redis restarted without it
-                script = self.__dict__["_record_script"] = LeanScript(client, _RECORD)
-            script(keys=keys, args=args, client=client)
+            client.hset(self.unacked_key, delivery_tag, held)
 
     def _remove_from_indices(self, delivery_tag: Any, pipe: Any = None) -> Any:
-        """An ack's two removals, in one round trip without MULTI/EXEC: the index
-        entry goes first, so a half-done ack can only leave a held message that is
-        never restored (it was acked), never a restored one that was acked."""
+        """An ack (or a reject) is one HDEL, sent without MULTI/EXEC."""
         if pipe is None:
             with self.channel.conn_or_acquire() as client:
                 pipe = client.pipeline(transaction=False)
-        return pipe.zrem(self.unacked_index_key, delivery_tag).hdel(self.unacked_key, delivery_tag)
+        return pipe.hdel(self.unacked_key, delivery_tag)
 
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        """Requeue one held message and forget it, in one transaction. A record of
+        kombu's three items (an older worker's) is dated in ``unacked_index``: its
+        entry there goes too."""
 
-# Records a held message (what kombu's MULTI/ZADD/HSET/EXEC does) in one atomic call.
-# KEYS: unacked index, unacked hash. ARGV: time, delivery tag, the message.
-_RECORD = """
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-return 1
-"""
+        def restore(pipe: Any) -> None:
+            value = pipe.hget(self.unacked_key, tag)
+            held = parse_held(value) if value else None
+            pipe.multi()
+            pipe.hdel(self.unacked_key, tag)
+            if held is None or held.delivered_at is None:
+                pipe.zrem(self.unacked_index_key, tag)
+            if held is not None:
+                self.channel._do_restore_message(held.payload, held.exchange, held.routing_key,
+                                                 pipe, leftmost)  # fmt: skip
+            elif value:
+                logger.error("dropped a held message that is not [message, exchange, "
+                             "routing key, time] (%s)", shown(value))  # fmt: skip
+
+        with self.channel.conn_or_acquire(client) as client:
+            client.transaction(restore, self.unacked_key)
+
+    def restore_visible(self, start: int = 0, num: int | None = 10, interval: int = 10) -> None:
+        """Requeue the messages held past the visibility timeout (their worker died):
+        kombu's sweep, its throttle and its mutex, reading the hash instead of an index."""
+        self._vrestore_count += 1
+        if (self._vrestore_count - 1) % (interval or 1):
+            return
+        with self.channel.conn_or_acquire() as client:
+            try:
+                with kombu_redis.Mutex(client, self.unacked_mutex_key, self.unacked_mutex_expire):
+                    for tag in self._overdue(client, start, num):
+                        self.restore_by_tag(tag, client)
+            except kombu_redis.MutexHeld:
+                pass
+
+    def _overdue(self, client: Any, start: int, num: int | None) -> list[Any]:
+        """The tags held past the visibility timeout, latest first, and as kombu picks
+        them: ``num`` of them from ``start``, or all when ``num`` is None or 0."""
+        ceil = _now() - self.visibility_timeout
+        overdue: dict[Any, float] = {}
+        undated: list[Any] = []
+        for tag, value in client.hscan_iter(_raw_key(client, self.unacked_key), count=_SCAN_BATCH):
+            held = parse_held(value)
+            if held is None or held.delivered_at is None:
+                undated.append(tag)
+            elif held.delivered_at <= ceil:
+                overdue[tag] = held.delivered_at
+        overdue.update(self._overdue_by_index(client, undated, ceil))
+        tags = sorted(overdue, key=overdue.__getitem__, reverse=True)
+        return tags[start : start + num] if num else tags
+
+    def _overdue_by_index(self, client: Any, tags: list[Any], ceil: float) -> dict[Any, float]:
+        """Which records without a time of their own (an older worker's) are overdue:
+        as ``unacked_index`` dates them while it exists, else all (as old as can be)."""
+        if not tags:
+            return {}
+        index = _raw_key(client, self.unacked_index_key)
+        if not client.exists(index):
+            return dict.fromkeys(tags, 0.0)
+        dated = zip(tags, client.zmscore(index, tags), strict=True)
+        return {tag: at for tag, at in dated if at is not None and at <= ceil}
 
 
 class SafeChannel(kombu_redis.Channel):
@@ -126,6 +224,12 @@ class SafeChannel(kombu_redis.Channel):
             cached = (pool, super()._create_client())
             self.__dict__["_sync_client"] = cached
         return cached[1]
+
+    def _restore(self, message: Any, leftmost: bool = False) -> None:
+        """kombu's own requeue of a held message would read three items, not four."""
+        if not self.ack_emulation:
+            return super()._restore(message, leftmost)
+        self.qos.restore_by_tag(message.delivery_tag, leftmost=leftmost)
 
     def _brpop_read(self, **options: Any) -> Any:
         try:
