@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import redis
 
 from genfleet import constants as C
+from genfleet.clock import redis_clock
 from genfleet.scripts import LeanScript
 
 # Giving a claim back, for any script: needs no clock.
@@ -50,8 +51,14 @@ end
 # the live owner and its seconds left; the start is kept when the claim was the
 # owner's already, else it is now.
 CLAIM_PRELUDE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local now  -- Redis' time: set by use_clock() before anything else
+local function use_clock(given)  -- the caller's reading of it (genfleet.clock), else TIME
+  now = tonumber(given) or 0
+  if now <= 0 then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+end
 local function parse(value)
   if not value then return nil, 0, nil end
   local owner, started, expiry = string.match(value, '^(.*) @([%d%.]+) ([%d%.]+)$')
@@ -74,24 +81,26 @@ local function take(key, step, owner, lease_s)
 end
 """
 
-# KEYS[1] claims hash; ARGV: 1 step, 2 owner, 3 lease_s, 4 ttl_s
+# KEYS[1] claims hash; ARGV: 1 step, 2 owner, 3 lease_s, 4 ttl_s, 5 now (0: TIME)
 # Returns {1, '', '0'} when the caller holds the claim now ({2, ...} if it took over
 # an expired one), else {0, owner, seconds left}.
 _CLAIM = (
     CLAIM_PRELUDE
     + """
+use_clock(ARGV[5])
 local code, other, left = take(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 if code ~= 0 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4])) end
 return {code, other, string.format('%.3f', left)}
 """
 )
 
-# KEYS[1] claims hash; ARGV: 1 step, 2 owner, 3 lease_s. Extends the claim if it is
+# KEYS[1] claims hash; ARGV: 1 step, 2 owner, 3 lease_s, 4 now. Extends the claim if it is
 # still the owner's (a claim given back with the step's result is not brought back),
 # keeping its start.
 _RENEW = (
     CLAIM_PRELUDE
     + """
+use_clock(ARGV[4])
 local owner, _, started = parse(redis.call('HGET', KEYS[1], ARGV[1]))
 if owner ~= ARGV[2] then return 0 end
 hold(KEYS[1], ARGV[1], ARGV[2], ARGV[3], started)
@@ -106,6 +115,7 @@ _RELEASE = GIVE_BACK_LUA + "return give_back(KEYS[1], ARGV[1], ARGV[2])\n"
 _LIVE = (
     CLAIM_PRELUDE
     + """
+use_clock(ARGV[1])
 local live = {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
@@ -162,11 +172,13 @@ class StepClaims:
         self._release = LeanScript(client, _RELEASE)
         self._renew = LeanScript(client, _RENEW)
         self._live = LeanScript(client, _LIVE)
+        self.clock = redis_clock(client)
 
     def claim(self, job_id: str, step_id: str, owner: str) -> Claim:
         """Take (or renew) the step's claim for ``owner`` unless another owner holds it."""
         key = C.KEY_JOB_CLAIMS.format(job_id=job_id)
-        reply = self._claim(keys=[key], args=[step_id, owner, self.lease_s, self.ttl_s])
+        args = [step_id, owner, self.lease_s, self.ttl_s, self.clock.now()]
+        reply = self._claim(keys=[key], args=args)
         code, other, left = int(reply[0]), _text(reply[1]), float(reply[2])
         if code == 0:
             return Claim(held=False, owner=other, left_s=left)
@@ -176,7 +188,7 @@ class StepClaims:
         """Extend ``owner``'s claim by a lease; False (nothing changes) once it is not
         theirs: given back with the result, or expired and taken over."""
         key = C.KEY_JOB_CLAIMS.format(job_id=job_id)
-        return bool(self._renew(keys=[key], args=[step_id, owner, self.lease_s]))
+        return bool(self._renew(keys=[key], args=[step_id, owner, self.lease_s, self.clock.now()]))
 
     def release(self, job_id: str, step_id: str, owner: str) -> bool:
         """Drop the step's claim if ``owner`` still holds it."""
@@ -185,7 +197,8 @@ class StepClaims:
 
     def live(self, job_id: str) -> list[str]:
         """The steps of a job whose claims are live (an attempt is working on them)."""
-        return [_text(s) for s in self._live(keys=[C.KEY_JOB_CLAIMS.format(job_id=job_id)])]
+        key = C.KEY_JOB_CLAIMS.format(job_id=job_id)
+        return [_text(s) for s in self._live(keys=[key], args=[self.clock.now()])]
 
 
 def _text(value: bytes | str) -> str:

@@ -86,7 +86,8 @@ end
 
 # A delivery of a step begins, in one call: what ``JobStore.begin_step`` returns.
 # KEYS: JobKeys.all(). ARGV: 1 step, 2 owner, 3 lease s, 4 wall time, 5 queued, 6 running,
-# 7 cancelled, 8.. the job inputs the step reads. Replies, by their first element:
+# 7 cancelled, 8 now (Redis' clock, genfleet.clock), 9.. the job inputs the step reads.
+# Replies, by their first element:
 #   'done', result, complete    a success is stored (complete: the job's last step is)
 #   'gone'                      no such job
 #   'cancelled'
@@ -100,6 +101,7 @@ _BEGIN_STEP = (
     CLAIM_PRELUDE
     + _COMPLETE_LUA
     + """
+use_clock(ARGV[8])
 local ok = redis.call('HGET', KEYS[2], ARGV[1])
 local job = redis.call('HMGET', KEYS[1], 'record', 'status', 'round', 'finish_by', 'total',
   'failures')
@@ -120,7 +122,7 @@ if tried == 0 and (tonumber(job[6]) or 0) > 0 and redis.call('HEXISTS', KEYS[3],
   tried = 1
 end
 local inputs = {}
-if #ARGV >= 8 then inputs = redis.call('HMGET', KEYS[5], unpack(ARGV, 8)) end
+if #ARGV >= 9 then inputs = redis.call('HMGET', KEYS[5], unpack(ARGV, 9)) end
 return {'go', job[1], job[3] or '0', tried, took, inputs}
 """
 )
@@ -162,6 +164,7 @@ return {written, complete(job[2], cur, job[3], ARGV[6], failures), job[4] or '0'
 _REOPEN = (
     CLAIM_PRELUDE
     + """
+use_clock(0)
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {0, ''} end
 local ended = false
@@ -391,7 +394,7 @@ class JobStore:
         reply = self._begin_step(
             keys=list(keys.all()),
             args=[step_id, owner, lease_s, time.time(), C.STATUS_QUEUED, C.STATUS_RUNNING,
-                  C.STATUS_CANCELLED, *inputs],
+                  C.STATUS_CANCELLED, self.claims.clock.now(), *inputs],
         )  # fmt: skip
         what = str(reply[0])
         if what == "gone":

@@ -8,7 +8,9 @@ import time
 
 import redis
 
+from bench.harness import CommandCounter
 from genfleet import constants as C
+from genfleet.clock import RedisClock, redis_clock
 from genfleet.scripts import LeanScript
 from workers import callstats
 from workers.callstats import CallStats, Cost, read_stats
@@ -166,3 +168,19 @@ def test_a_successs_job_counters_are_one_vector_that_readers_add_up(r: redis.Red
         2, 112, 6, 1)  # fmt: skip
     assert counters["cost_usd"] == 0.25 and counters["unpriced_calls"] == 1
     assert counters["limiter_wait_s"] == 1.0
+
+
+def test_the_redis_clock_reads_time_once_a_period_and_agrees_with_redis(
+    r: redis.Redis, redis_url: str
+) -> None:
+    clock = RedisClock(r, sync_s=0.5)
+    with CommandCounter(redis_url) as seen:
+        readings = [clock.now() for _ in range(1000)]
+        time.sleep(0.6)
+        clock.now()
+    assert readings == sorted(readings)
+    # The first reading asked Redis, the rest did not until the period was over.
+    assert [c for c in seen.sent if c.upper().startswith("TIME")] == ["TIME", "TIME"]
+    seconds, micros = r.time()
+    assert abs(clock.now() - (seconds + micros / 1e6)) < 0.05
+    assert redis_clock(r) is redis_clock(r)  # one per Redis in a process

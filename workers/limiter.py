@@ -2,7 +2,8 @@
 
 Every worker process on every machine shares one state in Redis, and every decision
 is one Lua script call (``workers.limiter_lua``), so no two processes can race. The
-clock is Redis' ``TIME``: the machines' clocks never matter.
+clock is Redis' (``genfleet.clock``, passed to each script): the machines' clocks
+never matter.
 
 A *scope* is one (provider base URL, key id, model) triple; its keys are
 ``genfleet:lim:{scope}:...`` with ``{scope}`` = ``Scope.redis_part()``:
@@ -32,6 +33,7 @@ from typing import Any
 import redis
 
 from genfleet import constants as C
+from genfleet.clock import redis_clock
 from genfleet.scripts import LeanScript
 from workers import limiter_lua
 from workers.budget import BudgetAsk
@@ -119,6 +121,7 @@ class ClusterLimiter:
         self._snapshot = LeanScript(client, limiter_lua.SNAPSHOT)
         self._reschedule = LeanScript(client, limiter_lua.RESCHEDULE)
         self._refreshed = Refresher(0)  # when this process last renewed each scope's keys
+        self.clock = redis_clock(client)  # Redis' time, passed to each script (no TIME)
 
     def try_acquire(
         self,
@@ -153,8 +156,8 @@ class ClusterLimiter:
         ask = budget if budget is not None and budget.active else None
         keys = [*_scope_keys(part), *_job_keys(job_id), *_budget_keys(ask), wake_key(part)]
         args = [
-            now or 0, lease_id, tokens, limits.max_concurrent, limits.rpm, limits.tpm,
-            limits.lease_s, self.window_s, job_concurrency, throttle_ms / 1000.0,
+            now or self.clock.now(), lease_id, tokens, limits.max_concurrent, limits.rpm,
+            limits.tpm, limits.lease_s, self.window_s, job_concurrency, throttle_ms / 1000.0,
             self._ttl_ms(limits), C.LIMITER_BURST_DIVISOR, C.LIMITER_CONCURRENCY_WAIT_S,
             C.LIMITER_MIN_WAIT_S, *_budget_args(ask), C.LIMITER_WAKE_TTL_S,
             int(self._refresh_due(part, limits)), reserve_s,
@@ -194,7 +197,7 @@ class ClusterLimiter:
                 wake_key(grant.scope)]  # fmt: skip
         unknown = actual_tokens is None or not grant.counts_tokens
         actual = -1 if unknown else max(0, actual_tokens or 0)
-        args = [now or 0, grant.lease_id, actual, int(ok), int(grant.job_slot),
+        args = [now or self.clock.now(), grant.lease_id, actual, int(ok), int(grant.job_slot),
                 int(C.LIMITER_WAKE_TTL_S * 1000)]  # fmt: skip
         if extra:
             keys, args = keys + extra.keys, args + extra.args
@@ -227,14 +230,15 @@ class ClusterLimiter:
         if not limits.rpm:
             return not_before_s
         key = f"{C.KEY_LIMITER_SCOPE.format(scope=scope.redis_part())}:resched"
-        args = [now or 0, 60.0 / limits.rpm, not_before_s]
+        args = [now or self.clock.now(), 60.0 / limits.rpm, not_before_s]
         return float(self._reschedule(keys=[key], args=args))
 
     def renew(self, grant: Grant, lease_s: float, *, now: float | None = None) -> bool:
         """Keep a grant's slot ``lease_s`` more seconds while its call runs; False if the
         lease had already expired (then it is not brought back)."""
         keys = [_scope_keys(grant.scope)[2], _job_keys(_lease_job_id(grant.lease_id))[1]]
-        return bool(int(self._renew(keys=keys, args=[now or 0, grant.lease_id, lease_s])))
+        args = [now or self.clock.now(), grant.lease_id, lease_s]
+        return bool(int(self._renew(keys=keys, args=args)))
 
     def report_rate_limited(
         self,
@@ -253,7 +257,7 @@ class ClusterLimiter:
         part = scope.redis_part()
         retry_after = -1.0 if retry_after_s is None else _clip_retry_after(retry_after_s)
         args = [
-            now or 0, retry_after, limits.max_concurrent, self._ttl_ms(limits),
+            now or self.clock.now(), retry_after, limits.max_concurrent, self._ttl_ms(limits),
             C.LIMITER_BACKOFF_INITIAL_S, C.LIMITER_BACKOFF_MAX_S, C.LIMITER_DECREASE_GAP_S,
         ]  # fmt: skip
         keys = _scope_keys(part)[:2]
@@ -302,7 +306,8 @@ class ClusterLimiter:
     def snapshot(self, scope: Scope, limits: Limits, *, now: float | None = None) -> dict[str, Any]:
         """The scope's current state, for stats and metrics (read-only)."""
         keys = _scope_keys(scope.redis_part())
-        reply = self._snapshot(keys=keys, args=[now or 0, limits.max_concurrent, self.window_s])
+        args = [now or self.clock.now(), limits.max_concurrent, self.window_s]
+        reply = self._snapshot(keys=keys, args=args)
         return {
             "in_flight": int(reply[0]),
             "effective_concurrency": int(reply[1]),

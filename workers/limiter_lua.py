@@ -1,7 +1,8 @@
 """The Lua scripts behind ``workers.limiter``: each limiter decision is one script call.
 
-Times are seconds as floats. A script uses ``ARGV[1]`` as "now" when it is > 0 (tests
-inject a clock) and Redis' ``TIME`` otherwise, so the workers' own clocks never matter.
+Times are seconds as floats. A script uses ``ARGV[1]`` as "now" when it is > 0 (Redis'
+clock as the caller reads it, ``genfleet.clock``; tests inject their own) and Redis'
+``TIME`` otherwise, so the workers' own clocks never matter.
 Numbers go back to Python as strings: Redis would truncate a Lua number to an integer.
 """
 
