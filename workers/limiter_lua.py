@@ -263,61 +263,66 @@ return reply
 """
 )
 
-# KEYS: 1 state, 2 leases, 3 tpm log, 4 tpm tokens, 5 job leases, 6 wake-up list
-# ARGV: 1 now, 2 lease id, 3 actual tokens (< 0: unknown), 4 ok (1/0),
+# KEYS: k+1 state, 2 leases, 3 tpm log, 4 tpm tokens, 5 job leases, 6 wake-up list
+# ARGV: a+1 now, 2 lease id, 3 actual tokens (< 0: unknown), 4 ok (1/0),
 #       5 the lease holds a job slot (0: no; default yes), 6 wake-up list TTL ms
-# Then, past KEYS[6] and ARGV[6], updates applied with the release (``workers.ops``).
+# Then, past KEYS[k + 6] and ARGV[a + 6], updates applied with the release
+# (``workers.ops``). k and a are 0 when the release is a script of its own
+# (``RELEASE``); a release riding along with its step's result
+# (``genfleet.store.Rider``) comes after the save's keys and arguments.
 # A slot freed while someone waits for one (ACQUIRE marked 'waiting') pushes a token
 # to the wake-up list: a waiter blocked on it (BLPOP) tries again at once.
 # Returns 1 when the lease was live, 0 when it had expired or was released before.
-RELEASE = (
+RELEASE_LUA = (
     PRELUDE
     + OPS_LUA
     + """
-apply_ops(6, 7)
-local now = clock(ARGV[1])
-local lease, actual, ok = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
-local state = KEYS[1]
-local expiry = tonumber(redis.call('ZSCORE', KEYS[2], lease))
-local live = expiry ~= nil and expiry > now
-redis.call('ZREM', KEYS[2], lease)
-if ARGV[5] ~= '0' then redis.call('ZREM', KEYS[5], lease) end
-local st = redis.call('HMGET', state, 'eff', 'max', 'waiting', 'streak', 'tpm', 'tpm_tat')
-local has_state = st[1] ~= false  -- else the idle scope expired
-if KEYS[6] and num(st[3], 0) > now then
-  redis.call('LPUSH', KEYS[6], 1)
-  redis.call('LTRIM', KEYS[6], 0, 255)
-  redis.call('PEXPIRE', KEYS[6], tonumber(ARGV[6]))
-end
-
-local function correct_tokens()
-  local reserved = tonumber(redis.call('HGET', KEYS[4], lease))
-  if not reserved then return end  -- no tpm limit, or already out of the window
-  local delta = actual - reserved
-  redis.call('HSET', KEYS[4], lease, actual)
-  redis.call('HINCRBY', state, 'tpm_sum', delta)
-  local tpm, tat = num(st[5], 0), tonumber(st[6])
-  if tpm > 0 and tat then redis.call('HSET', state, 'tpm_tat', tat + delta * 60 / tpm) end
-end
-
--- AIMD additive increase: one more slot after `effective` successes in a row (none
--- to count at the cap).
-local function grow()
-  local effective = num(st[1], 1)
-  local maxc = num(st[2], effective)
-  if num(st[4], 0) ~= 0 then redis.call('HSET', state, 'streak', 0) end
-  if effective >= maxc then return end
-  if redis.call('HINCRBY', state, 'succ', 1) >= effective then
-    redis.call('HSET', state, 'eff', math.min(maxc, effective + 1), 'succ', 0)
+local function release_lease(k, a)
+  apply_ops(k + 6, a + 7)
+  local now = clock(ARGV[a + 1])
+  local lease, actual, ok = ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4] == '1'
+  local state = KEYS[k + 1]
+  -- Live: still in the set (a dead worker's expired leases are dropped on a refresh).
+  local live = redis.call('ZREM', KEYS[k + 2], lease) == 1
+  if ARGV[a + 5] ~= '0' then redis.call('ZREM', KEYS[k + 5], lease) end
+  local st = redis.call('HMGET', state, 'eff', 'max', 'waiting', 'streak', 'tpm', 'tpm_tat')
+  local has_state = st[1] ~= false  -- else the idle scope expired
+  if KEYS[k + 6] and num(st[3], 0) > now then
+    redis.call('LPUSH', KEYS[k + 6], 1)
+    redis.call('LTRIM', KEYS[k + 6], 0, 255)
+    redis.call('PEXPIRE', KEYS[k + 6], tonumber(ARGV[a + 6]))
   end
-end
 
-if has_state and actual >= 0 then correct_tokens() end
-if has_state and ok and live then grow() end
-if live then return 1 end
-return 0
+  local function correct_tokens()
+    local reserved = tonumber(redis.call('HGET', KEYS[k + 4], lease))
+    if not reserved then return end  -- no tpm limit, or already out of the window
+    local delta = actual - reserved
+    redis.call('HSET', KEYS[k + 4], lease, actual)
+    redis.call('HINCRBY', state, 'tpm_sum', delta)
+    local tpm, tat = num(st[5], 0), tonumber(st[6])
+    if tpm > 0 and tat then redis.call('HSET', state, 'tpm_tat', tat + delta * 60 / tpm) end
+  end
+
+  -- AIMD additive increase: one more slot after `effective` successes in a row (none
+  -- to count at the cap).
+  local function grow()
+    local effective = num(st[1], 1)
+    local maxc = num(st[2], effective)
+    if num(st[4], 0) ~= 0 then redis.call('HSET', state, 'streak', 0) end
+    if effective >= maxc then return end
+    if redis.call('HINCRBY', state, 'succ', 1) >= effective then
+      redis.call('HSET', state, 'eff', math.min(maxc, effective + 1), 'succ', 0)
+    end
+  end
+
+  if has_state and actual >= 0 then correct_tokens() end
+  if has_state and ok and live then grow() end
+  if live then return 1 end
+  return 0
+end
 """
 )
+RELEASE = RELEASE_LUA + "return release_lease(0, 0)\n"
 
 # KEYS: 1 leases, 2 job leases
 # ARGV: 1 now, 2 lease id, 3 lease_s
