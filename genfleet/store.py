@@ -130,32 +130,45 @@ return {'go', job[1], job[3] or '0', tried, took, inputs}
 # A step's result, in one call; the step's claim is given back with it (it is running
 # no more). KEYS: JobKeys.all() (job, ok, failed, running, inputs, claims). ARGV: 1
 # step, 2 result JSON, 3 '1' for a success, 4 TTL s, 5 the claim's owner ('': the
-# ownerless claim of ``mark_started``), 6 running,
-# 7.. the ended statuses (a step of a cancelled job finishing late starts its keys'
-# TTL). Returns {1 if stored, 1 if this completes a job finished by count, round}.
-_SAVE_STEP = (
+# ownerless claim of ``mark_started``), 6 running, 7 the ended statuses, comma-joined
+# (a step of a cancelled job finishing late starts its keys' TTL). save_result()
+# returns {1 if stored, 1 if this completes a job finished by count, round}.
+_SAVE_LUA = (
     GIVE_BACK_LUA
     + _COMPLETE_LUA
     + """
-local job = redis.call('HMGET', KEYS[1], 'status', 'finish_by', 'total', 'round', 'failures')
-local written, failures = 1, tonumber(job[5]) or 0
-if ARGV[3] == '1' then
-  written = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
-  if failures > 0 then redis.call('HDEL', KEYS[3], ARGV[1]) end
-elseif redis.call('HSET', KEYS[3], ARGV[1], ARGV[2]) == 1 and job[1] then
-  failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-end
-give_back(KEYS[6], ARGV[1], ARGV[5])
-local cur = job[1]
-for i = 7, #ARGV do
-  if cur == ARGV[i] then
-    for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, tonumber(ARGV[4])) end
+local function save_result()
+  local job = redis.call('HMGET', KEYS[1], 'status', 'finish_by', 'total', 'round', 'failures')
+  local written, failures = 1, tonumber(job[5]) or 0
+  if ARGV[3] == '1' then
+    written = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+    if failures > 0 then redis.call('HDEL', KEYS[3], ARGV[1]) end
+  elseif redis.call('HSET', KEYS[3], ARGV[1], ARGV[2]) == 1 and job[1] then
+    failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+  end
+  give_back(KEYS[6], ARGV[1], ARGV[5])
+  local cur = job[1]
+  if cur and string.find(',' .. ARGV[7] .. ',', ',' .. cur .. ',', 1, true) then
+    for i = 1, 6 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4])) end
     return {written, 0, job[4] or '0'}
   end
+  return {written, complete(job[2], cur, job[3], ARGV[6], failures), job[4] or '0'}
 end
-return {written, complete(job[2], cur, job[3], ARGV[6], failures), job[4] or '0'}
 """
 )
+_SAVE_STEP = _SAVE_LUA + "return save_result()\n"
+
+
+@dataclass(frozen=True)
+class Rider:
+    """Another script's work that rides along with a step's result, in the same call:
+    ``lua`` defines ``ride(k, a)``, which finds its ``keys`` past ``KEYS[k]`` and its
+    ``args`` past ``ARGV[a]`` (a successful call's lease release:
+    ``workers.limiter``); ``Saved.ridden`` is what it returned."""
+
+    lua: str
+    keys: list[str]
+    args: list[Any]
 
 # genfleet resume's one decision. KEYS: job hash, claims hash, failed hash (the failures
 # it re-runs are forgotten: they are waiting again). ARGV: the statuses a job may be
@@ -183,6 +196,7 @@ return {1, redis.call('HINCRBY', KEYS[1], 'round', 1)}
 )
 
 _ACTIVE = (C.STATUS_QUEUED, C.STATUS_RUNNING)
+_ENDED = ",".join(C.TERMINAL_STATUSES)
 
 # A job's token counters: plain fields, and those in its success vector.
 _TOKEN_FIELDS = ("tokens_in", "tokens_out", SUCCESS_FIELD)
@@ -270,6 +284,7 @@ class Saved(NamedTuple):
     stored: bool
     complete: bool
     round: int
+    ridden: Any = None  # what a rider's ride() returned
 
 
 def _missing(job_id: str) -> JobNotFoundError:
@@ -284,6 +299,7 @@ class JobStore:
         self.ttl_s = ttl_s
         self._set_status_if = LeanScript(client, _SET_STATUS_IF)
         self._save_step = LeanScript(client, _SAVE_STEP)
+        self._with_riders: dict[str, LeanScript] = {}
         self._begin_step = LeanScript(client, _BEGIN_STEP)
         self._end_job = LeanScript(client, _END_JOB)
         self.claims = StepClaims(client, ttl_s)  # the steps' claims (genfleet.claims)
@@ -423,22 +439,35 @@ class JobStore:
             pipe.execute()
         self._set_status_if(keys=[keys.job], args=[C.STATUS_RUNNING, C.STATUS_QUEUED])
 
-    def save_step(self, job_id: str, result: StepResult, owner: str = "") -> Saved:
+    def save_step(
+        self, job_id: str, result: StepResult, owner: str = "", rider: Rider | None = None
+    ) -> Saved:
         """Store a step's result, and give back ``owner``'s claim on the step. A success
         is kept only if none was stored before, and it replaces the step's earlier
-        failure (a resumed step).
+        failure (a resumed step). A ``rider``'s work is done in the same call.
 
         ``stored`` is true if this call's result is the one stored; ``complete`` if it
         was the last result a job finished by count waited for (send its finalize).
         """
-        keys = JobKeys.of(job_id)
-        written, complete, round_ = self._save_step(
-            keys=list(keys.all()),
-            args=[result.step_id, result.model_dump_json(), int(result.ok), self.ttl_s,
-                  owner, C.STATUS_RUNNING, *C.TERMINAL_STATUSES],
-        )  # fmt: skip
+        keys = list(JobKeys.of(job_id).all())
+        args: list[Any] = [result.step_id, result.model_dump_json(), int(result.ok),
+                           self.ttl_s, owner, C.STATUS_RUNNING, _ENDED]  # fmt: skip
+        if rider is None:
+            reply = self._save_step(keys=keys, args=args)
+        else:
+            reply = self._riding(rider)(keys=keys + rider.keys, args=args + rider.args)
+        written, complete, round_ = reply[:3]
         stored = bool(int(written)) if result.ok else True
-        return Saved(stored, bool(int(complete)), int(round_))
+        return Saved(stored, bool(int(complete)), int(round_), reply[3] if rider else None)
+
+    def _riding(self, rider: Rider) -> LeanScript:
+        """The save script with ``rider``'s Lua (one per kind of rider)."""
+        script = self._with_riders.get(rider.lua)
+        if script is None:
+            ride = "local saved = save_result()\nsaved[4] = ride(6, 7)\nreturn saved\n"
+            script = LeanScript(self.r, _SAVE_LUA + rider.lua + ride)
+            self._with_riders[rider.lua] = script
+        return script
 
     def finish(self, job_id: str, status: str, metrics: JobMetrics, error: str | None) -> bool:
         """Set a final status with its summary (one call), unless the job already

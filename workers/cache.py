@@ -62,6 +62,13 @@ class ResponseCache:
         run = self.jobs.round(ctx.job_id) if ctx.run_round is None else ctx.run_round
         return cache_digest(provider, request, f"{ctx.job_id}/{ctx.step}/r{run}"), ctx.asked_before
 
+    @staticmethod
+    def per_run(request: ChatRequest, ctx: CallContext) -> bool:
+        """Whether the call's entry (``digest_for``) belongs to one step of one run: it
+        serves only that step asking again, so a step whose result is stored with the
+        answer never reads it."""
+        return ctx.cache is None and request.temperature != 0 and bool(ctx.job_id)
+
     def get(self, digest: str) -> ChatResult | None:
         raw = self.redis.get(C.KEY_CACHE.format(digest=digest))
         if raw is None:

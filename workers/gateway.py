@@ -37,7 +37,7 @@ from workers.budget import REASONS as BUDGET_REASONS
 from workers.budget import BudgetAsk, Budgets, make_ask
 from workers.cache import ResponseCache
 from workers.callstats import CallStats, Cost
-from workers.gateway_types import CallContext, ChatRequest, ChatResult, RetryLater
+from workers.gateway_types import CallContext, ChatRequest, ChatResult, HeldRelease, RetryLater
 from workers.heartbeat import renewing
 from workers.keypool import ApiKey, KeyPool, keys_from_settings
 from workers.limiter import ClusterLimiter, Denied, Grant, Scope
@@ -77,6 +77,7 @@ class LLMGateway:
 
     def chat(self, request: ChatRequest, ctx: CallContext) -> ChatResult:
         """Make the call; raises ``LLMError`` or ``RetryLater``."""
+        self.flush_held(ctx)  # an earlier call of the step: its release goes now
         if ctx.api_mode == C.API_BATCH:
             return self.batch.chat(request, ctx)
         digest, look = self.cache.digest_for(self._cache_ns, request, ctx)
@@ -130,6 +131,7 @@ class LLMGateway:
         keys' counters when due (``CallStats.ended``) in the same command; a 429 is
         reported to every worker."""
         ok, actual, cost, after = False, None, 0.0, None
+        answer: ChatResult | None = None  # to keep in the cache unless its step stores it
         self.stats.started(key.key_id)
         try:
             with renewing(f"limiter lease {grant.lease_id}", lambda: self._renew(grant, key)):
@@ -141,7 +143,9 @@ class LLMGateway:
             # In auto-TPM mode the reservation stays: it is in the provider's units.
             actual = None if key.limits.auto_tpm else result.tokens_in + result.tokens_out
             after = self._success_ops(key, grant, request.model, result, ctx, waited)
-            if digest:
+            if digest and ctx.hold_release and self.cache.per_run(request, ctx):
+                answer = result
+            elif digest:
                 self.cache.put_op(after, digest, result)
             return result
         except LLMError as e:
@@ -151,7 +155,39 @@ class LLMGateway:
             return error
         finally:
             after = self.stats.ended(after)
-            self._release(grant, actual_tokens=actual, ok=ok, cost=cost, extra=after)
+            if ok and ctx.hold_release:
+                ctx.held = self._held(grant, actual, cost, after, digest, answer)
+            else:
+                self._release(grant, actual_tokens=actual, ok=ok, cost=cost, extra=after)
+
+    def _held(
+        self, grant: Grant, actual: int | None, cost: float, after: Ops | None, digest: str,
+        answer: ChatResult | None,
+    ) -> HeldRelease:  # fmt: skip
+        """A success's release, to ride with the step's result (``CallContext.held``).
+        Its ``answer`` for the step's own cache entry is kept only if the step stores
+        no success: a stored result is what a second delivery finds."""
+        if_stored = self.limiter.release_rider(grant, actual_tokens=actual, extra=after)
+        full = after.copy() if after else Ops()
+        if answer is not None:
+            self.cache.put_op(full, digest, answer)
+        rider = self.limiter.release_rider(grant, actual_tokens=actual, extra=full)
+
+        def flush() -> None:
+            self._release(grant, actual_tokens=actual, ok=True, cost=cost, extra=full)
+
+        def done(ridden: Any) -> None:
+            self.limiter.released(grant, ridden)
+            self._settle(grant, cost)
+
+        return HeldRelease(rider, flush, done, if_stored)
+
+    @staticmethod
+    def flush_held(ctx: CallContext) -> None:
+        """Release on its own a success's release still held (``CallContext.held``)."""
+        held, ctx.held = ctx.held, None
+        if held is not None:
+            held.flush()
 
     def _still_go(self, grant: Grant, ctx: CallContext) -> bool:
         """After a long sleep for its time (``Grant.delay_s``): False, with the grant
@@ -245,13 +281,25 @@ class LLMGateway:
         (and the counters and cache entry that rode along are lost: the answer is not)."""
         try:
             self.limiter.release(grant, **kw)
-            if grant.budget is not None:
-                job_id = grant.lease_id.partition("/")[2]
-                self.budgets.settle(grant.lease_id, job_id, grant.budget.day_key, cost)
         except redis.RedisError as e:
             if not is_redis_down(e):
                 raise
             logger.warning("could not release limiter lease %s (%s); it will expire",
+                           grant.lease_id, e.__class__.__name__)  # fmt: skip
+            return
+        self._settle(grant, cost)
+
+    def _settle(self, grant: Grant, cost: float) -> None:
+        """Settle the grant's budget reservation with what the call cost."""
+        if grant.budget is None:
+            return
+        job_id = grant.lease_id.partition("/")[2]
+        try:
+            self.budgets.settle(grant.lease_id, job_id, grant.budget.day_key, cost)
+        except redis.RedisError as e:
+            if not is_redis_down(e):
+                raise
+            logger.warning("could not settle the budget of lease %s (%s)",
                            grant.lease_id, e.__class__.__name__)  # fmt: skip
 
     def _admit(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from genfleet.store import Rider
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,22 @@ class CallContext:
     run_round: int | None = None  # the job's resumes so far, when the step knows it
     asked_before: bool = True  # False: no earlier attempt of this step in this run
     inputs: dict[str, str | None] = field(default_factory=dict)  # read with the step's start
+    hold_release: bool = False  # a success's release waits to ride with the step's result
+    held: HeldRelease | None = None  # ... the one waiting now
+
+
+@dataclass
+class HeldRelease:
+    """A successful call's lease release (with its counters and cache entry), held to
+    ride in the same script call as the step's result (``JobStore.save_step``):
+    ``done(ridden)`` once it rode, else ``flush()`` releases it on its own.
+    ``rider_if_ok`` rides with a success instead (the answer is not kept in the step's
+    own cache entry: the stored result serves a second delivery)."""
+
+    rider: Rider
+    flush: Callable[[], None]
+    done: Callable[[Any], None]
+    rider_if_ok: Rider
 
 
 class RetryLater(Exception):

@@ -35,12 +35,19 @@ import redis
 from genfleet import constants as C
 from genfleet.clock import redis_clock
 from genfleet.scripts import LeanScript
+from genfleet.store import Rider
 from workers import limiter_lua
 from workers.budget import BudgetAsk
 from workers.callstats import Refresher
 from workers.ops import Ops
 
 logger = logging.getLogger(__name__)
+
+# A release riding with its step's result (JobStore.save_step): the save's keys and
+# arguments come first.
+_RELEASE_RIDER = (
+    limiter_lua.RELEASE_LUA + "local function ride(k, a) return release_lease(k, a) end\n"
+)
 
 _SLOT_REASONS = frozenset({"concurrency", "job_concurrency"})  # freed by a release, not time
 _LEASE_ID_HEX = 16  # a lease id is 16 hex digits, then "/job_id" when the call has a job
@@ -191,22 +198,42 @@ class ClusterLimiter:
         really used. ``ok=True`` counts a success towards growing the concurrency
         (AIMD); report a 429 with ``report_rate_limited``, then release with ``ok=False``.
         """
-        job_id = _lease_job_id(grant.lease_id)
+        keys, args = self._release_parts(grant, actual_tokens, ok, now, extra)
+        self.released(grant, self._release(keys=keys, args=args))
+
+    def release_rider(
+        self, grant: Grant, *, actual_tokens: int | None = None, ok: bool = True,
+        extra: Ops | None = None,
+    ) -> Rider:  # fmt: skip
+        """``release`` as a rider of the step's save (``JobStore.save_step``): the same
+        work in the same script call as the result; hand ``Saved.ridden`` to
+        ``released``."""
+        keys, args = self._release_parts(grant, actual_tokens, ok, None, extra)
+        return Rider(_RELEASE_RIDER, keys, args)
+
+    def released(self, grant: Grant, live: Any) -> None:
+        """What a release answered: a lease that was gone is worth a line."""
+        if not int(live):
+            logger.warning(
+                "limiter %s: lease %s had expired or was released twice (job %s)",
+                grant.scope, grant.lease_id, _lease_job_id(grant.lease_id) or "-",
+            )  # fmt: skip
+
+    def _release_parts(
+        self, grant: Grant, actual_tokens: int | None, ok: bool, now: float | None,
+        extra: Ops | None,
+    ) -> tuple[list[str], list[Any]]:  # fmt: skip
+        """RELEASE's keys and arguments."""
         scope_keys = _scope_keys(grant.scope)
-        keys = [scope_keys[1], scope_keys[2], scope_keys[4], scope_keys[5], _job_keys(job_id)[1],
-                wake_key(grant.scope)]  # fmt: skip
+        keys = [scope_keys[1], scope_keys[2], scope_keys[4], scope_keys[5],
+                _job_keys(_lease_job_id(grant.lease_id))[1], wake_key(grant.scope)]  # fmt: skip
         unknown = actual_tokens is None or not grant.counts_tokens
         actual = -1 if unknown else max(0, actual_tokens or 0)
         args = [now or self.clock.now(), grant.lease_id, actual, int(ok), int(grant.job_slot),
                 int(C.LIMITER_WAKE_TTL_S * 1000)]  # fmt: skip
         if extra:
             keys, args = keys + extra.keys, args + extra.args
-        live = self._release(keys=keys, args=args)
-        if not int(live):
-            logger.warning(
-                "limiter %s: lease %s had expired or was released twice (job %s)",
-                grant.scope, grant.lease_id, job_id or "-",
-            )  # fmt: skip
+        return keys, args
 
     def cooled_down_since(self, grant: Grant) -> bool:
         """Whether a 429's cooldown ends after ``grant.at`` (one read): a call admitted

@@ -61,5 +61,10 @@ class Ops:
             self.keys.append(key)
         self.args += [op, self.keys.index(key) + 1, field, value]
 
+    def copy(self) -> Ops:
+        twin = Ops()
+        twin.keys, twin.args = list(self.keys), list(self.args)
+        return twin
+
     def __bool__(self) -> bool:
         return bool(self.args)

@@ -20,8 +20,9 @@ from genfleet.claims import StepClaims, new_owner
 from genfleet.errors import BudgetExceededError, InvalidOutputError, LLMError, StepSkipped
 from genfleet.outage import REDIS_DOWN, is_redis_down, through_outage
 from genfleet.records import JobRecord, StepResult
-from genfleet.store import JobStore, StepStart
-from workers.gateway import CallContext, ChatResult, RetryLater
+from genfleet.store import JobStore, Saved, StepStart
+from workers.gateway import CallContext, ChatResult, LLMGateway, RetryLater
+from workers.gateway_types import HeldRelease
 from workers.heartbeat import renewing
 
 logger = logging.getLogger(__name__)
@@ -63,13 +64,17 @@ def execute_step(
         with renewing(f"job {job_id} step {step_id} claim", renew):
             apply_job_options(ctx, start.record)
             ctx.run_round, ctx.asked_before, ctx.inputs = start.round, start.tried, start.inputs
+            ctx.hold_release = True  # the last call's release rides with the result
             result = _outcome(job_id, step_id, index, work, ctx, worker, start.record)
+            held = [ctx.held] if ctx.held else []
+            ctx.held = None
             saved = through_outage(
-                lambda: store.save_step(job_id, result, owner),
+                lambda: _save(store, job_id, result, owner, held),
                 f"job {job_id} step {step_id} result", max_wait_s=C.RESULT_SAVE_MAX_WAIT_S,
             )  # fmt: skip
             given_back = True
     finally:
+        LLMGateway.flush_held(ctx)  # the work ended without a result to ride with
         if not given_back:
             _release_claim(claims, job_id, step_id, owner)
     if saved.complete and on_complete is not None:
@@ -78,6 +83,20 @@ def execute_step(
         logger.info("job %s step %s: a result was stored meanwhile; keeping it", job_id, step_id)
         return store.step_ok(job_id, step_id)
     return result
+
+
+def _save(
+    store: JobStore, job_id: str, result: StepResult, owner: str, held: list[HeldRelease]
+) -> Saved:
+    """Store the result; the last call's held release (if any) rides along on the first
+    try only: a try that Redis cut short may have done it already (its lease then
+    expires by itself, as a release lost in an outage does)."""
+    release = held.pop() if held else None
+    rider = None if release is None else release.rider_if_ok if result.ok else release.rider
+    saved = store.save_step(job_id, result, owner, rider)
+    if release is not None:
+        release.done(saved.ridden)
+    return saved
 
 
 def _begin(
