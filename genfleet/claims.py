@@ -66,12 +66,16 @@ local function parse(value)
   if owner == '' then owner = nil end
   return owner, tonumber(expiry) or 0, started
 end
-local function hold(key, step, owner, lease_s, started)
+local function claim_value(owner, lease_s, started)
   local expiry = string.format('%.3f', now + tonumber(lease_s))
-  started = started or string.format('%.3f', now)
-  redis.call('HSET', key, step, owner .. ' @' .. started .. ' ' .. expiry)
+  return owner .. ' @' .. (started or string.format('%.3f', now)) .. ' ' .. expiry
+end
+local function hold(key, step, owner, lease_s, started)
+  redis.call('HSET', key, step, claim_value(owner, lease_s, started))
 end
 local function take(key, step, owner, lease_s)
+  -- The common case, no claim yet, in one command; else read the one there.
+  if redis.call('HSETNX', key, step, claim_value(owner, lease_s)) == 1 then return 1, '', 0 end
   local other, expiry, started = parse(redis.call('HGET', key, step))
   if other and other ~= owner and expiry > now then return 0, other, expiry - now end
   if other ~= owner then started = nil end
