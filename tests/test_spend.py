@@ -17,7 +17,7 @@ from genfleet import constants as C
 from genfleet.errors import InputError
 from genfleet.prices import BUILTIN_PRICES, Price
 from producer import resume, submit_chapter
-from tests.conftest import ROOT, Workers, genfleet_cmd
+from tests.conftest import ROOT, Workers, genfleet_cmd, wait_for
 
 OUTLINE = "A cartographer maps a city that rearranges itself every night."
 MINI = BUILTIN_PRICES["gpt-4o-mini"]
@@ -48,9 +48,14 @@ def test_cost_per_step_job_key_and_model(sim, workers: Workers, env) -> None:
     from producer.metrics import registry_for
 
     client = connect()
-    stats = gather(client.settings, client.store.r, client.app, timeout_s=0.5)
-    key = next(k for k in stats.keys if k.key_id == "key1")
-    assert key.costs["gpt-4o-mini"] == pytest.approx(billed, rel=1e-6)
+
+    def key_cost() -> float:
+        stats = gather(client.settings, client.store.r, client.app, timeout_s=0.5)
+        key = next(k for k in stats.keys if k.key_id == "key1")
+        return key.costs.get("gpt-4o-mini") or 0.0
+
+    # A key's counters are written at most KEY_STATS_FLUSH_S after its last call.
+    wait_for(lambda: key_cost() == pytest.approx(billed, rel=1e-6), 10, "the key's cost")
     text = generate_latest(registry_for(client.settings, client.store.r, client.app)).decode()
     line = next(x for x in text.splitlines() if x.startswith("genfleet_llm_cost_usd_total{"))
     assert 'key_id="key1"' in line and 'model="gpt-4o-mini"' in line
