@@ -33,6 +33,7 @@ def test_a_job_stores_no_celery_results_and_logs_one_line_per_step(
     for step in ("v1", "v2", "v3"):
         assert log.count(f"job {handle.id} step {step}: ok in ") == 1, log
     assert " received" not in log and "succeeded in" not in log
+    assert "HTTP Request" not in log  # the SDK's httpx line per request is at DEBUG too
 
 
 class _Monitor:

@@ -82,9 +82,10 @@ def _warm_gateway() -> None:
 
 
 # Celery's two INFO lines per task ("received", "succeeded in ...: <result repr>") and
-# httpx's line per request ("HTTP Request: POST ...") cost more than the step's own
-# short line (workers.taskbase); they show at DEBUG only.
-PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "httpx")
+# httpx's line per request ("HTTP Request: POST ...", from "httpx2" in the openai SDK
+# of today) cost more than the step's own short line (workers.taskbase); they show at
+# DEBUG only.
+PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "httpx", "httpx2")
 
 
 @after_setup_logger.connect
