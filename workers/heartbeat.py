@@ -16,8 +16,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from genfleet import constants as C
@@ -48,38 +48,52 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    @contextmanager
-    def renewing(self, what: str, renew: Renew) -> Iterator[None]:
+    def renewing(self, what: str, renew: Renew) -> _Renewing:
         """Keep ``renew`` called while the block runs."""
-        token = self._add(what, renew)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._renewals.pop(token, None)
+        return _Renewing(self, what, renew)
 
     def _add(self, what: str, renew: Renew) -> int:
-        with self._lock:
-            token = next(self._ids)
-            self._renewals[token] = _Renewal(what, renew, time.monotonic())
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._pid = os.getpid()  # a forked child has no thread: start its own
-                self._thread = threading.Thread(target=self._run, name="lease-heartbeat",
-                                                daemon=True)  # fmt: skip
-                self._thread.start()
+        token = next(self._ids)  # itertools.count and a dict's item set are atomic
+        self._renewals[token] = _Renewal(what, renew, time.monotonic())
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                    self._pid = os.getpid()  # a forked child has no thread: start its own
+                    self._thread = threading.Thread(target=self._run, name="lease-heartbeat",
+                                                    daemon=True)  # fmt: skip
+                    self._thread.start()
         return token
+
+    def _drop(self, token: int) -> None:
+        self._renewals.pop(token, None)
 
     def _run(self) -> None:
         while not self._wake.wait(self.interval_s):
             now = time.monotonic()
-            with self._lock:
-                due = [r for r in self._renewals.values() if now - r.last >= self.interval_s]
+            due = [r for r in list(self._renewals.values()) if now - r.last >= self.interval_s]
             for renewal in due:
                 try:
                     renewal.renew()
                     renewal.last = now
                 except Exception as e:  # Redis restarting: the next beat tries again
                     logger.warning("could not renew %s (%s)", renewal.what, e.__class__.__name__)
+
+
+class _Renewing:
+    """The block ``Heartbeat.renewing`` keeps renewed (a plain context manager: two of
+    them go around every LLM call)."""
+
+    __slots__ = ("beat", "what", "renew", "token")
+
+    def __init__(self, beat: Heartbeat, what: str, renew: Renew) -> None:
+        self.beat, self.what, self.renew = beat, what, renew
+        self.token = -1
+
+    def __enter__(self) -> None:
+        self.token = self.beat._add(self.what, self.renew)
+
+    def __exit__(self, *exc: object) -> None:
+        self.beat._drop(self.token)
 
 
 _heartbeat = Heartbeat()
