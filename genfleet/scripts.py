@@ -37,9 +37,11 @@ def _free_list(pool: Any) -> list[Any]:
     return free
 
 
-def _send(client: redis.Redis, *command: Any) -> Any:
+def send(client: redis.Redis, *command: Any) -> Any:
     """One command on a free connection of ``client``'s pool; the ordinary way when
-    that connection fails (``execute_command`` reconnects and retries)."""
+    that connection fails (``execute_command`` reconnects and retries). For the
+    commands of a step's path (script calls, the broker's record of a held message);
+    a client that rewrites its commands (a key prefix) must not use it."""
     pool = client.connection_pool
     free = _free_list(pool)
     try:
@@ -83,7 +85,7 @@ class LeanScript:
         if not isinstance(target, redis.Redis) or isinstance(target, redis.client.Pipeline):
             return self._redis_py(keys=keys, args=args, client=target)
         try:
-            return _send(target, "EVALSHA", self.sha, len(keys), *keys, *args)
+            return send(target, "EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
             target.script_load(self.script)
-            return _send(target, "EVALSHA", self.sha, len(keys), *keys, *args)
+            return send(target, "EVALSHA", self.sha, len(keys), *keys, *args)

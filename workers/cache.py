@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 
 import redis
 
@@ -41,6 +42,25 @@ def cache_digest(provider: str, request: ChatRequest, scope: str = "") -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+class Entry:
+    """A call's cache entry: ``look`` whether to read it first; ``digest`` (made once,
+    when first asked for) names it. False when the call does not use the cache."""
+
+    __slots__ = ("_make", "look", "_digest")
+
+    def __init__(self, make: Callable[[], str] | None, look: bool) -> None:
+        self._make, self.look, self._digest = make, look, ""
+
+    @property
+    def digest(self) -> str:
+        if not self._digest and self._make is not None:
+            self._digest = self._make()
+        return self._digest
+
+    def __bool__(self) -> bool:
+        return self._make is not None
+
+
 class ResponseCache:
     """get/put of chat results; ``ttl_s`` 0 turns the cache off."""
 
@@ -49,18 +69,21 @@ class ResponseCache:
         self.ttl_s = ttl_s
         self.jobs = JobStore(client, ttl_s)  # reads the job's round only
 
-    def digest_for(self, provider: str, request: ChatRequest, ctx: CallContext) -> tuple[str, bool]:
-        """The cache entry of a call ("" when the call must not use the cache), and
+    def entry_for(self, provider: str, request: ChatRequest, ctx: CallContext) -> Entry:
+        """The cache entry of a call (false when the call must not use the cache), and
         whether an answer may be there to read: an entry of one step of one run is
-        only worth a look when an earlier attempt of that step in that run asked."""
+        only worth a look when an earlier attempt of that step in that run asked. Its
+        digest is computed when first used (most answers are stored as their step's
+        result and need no entry)."""
         if self.ttl_s <= 0 or ctx.cache is False:
-            return "", False
+            return Entry(None, False)
         if ctx.cache is True or request.temperature == 0:
-            return cache_digest(provider, request), True
+            return Entry(lambda: cache_digest(provider, request), True)
         if not ctx.job_id:
-            return "", False
+            return Entry(None, False)
         run = self.jobs.round(ctx.job_id) if ctx.run_round is None else ctx.run_round
-        return cache_digest(provider, request, f"{ctx.job_id}/{ctx.step}/r{run}"), ctx.asked_before
+        scope = f"{ctx.job_id}/{ctx.step}/r{run}"
+        return Entry(lambda: cache_digest(provider, request, scope), ctx.asked_before)
 
     @staticmethod
     def per_run(request: ChatRequest, ctx: CallContext) -> bool:

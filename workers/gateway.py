@@ -31,11 +31,12 @@ from genfleet.errors import (
 from genfleet.outage import REDIS_DOWN, is_redis_down
 from genfleet.prices import load_prices
 from genfleet.settings import Settings
+from genfleet.store import Rider
 from genfleet.tokens import estimate_messages_tokens
 from workers.batch import BatchCalls
 from workers.budget import REASONS as BUDGET_REASONS
 from workers.budget import BudgetAsk, Budgets, make_ask
-from workers.cache import ResponseCache
+from workers.cache import Entry, ResponseCache
 from workers.callstats import CallStats, Cost
 from workers.gateway_types import CallContext, ChatRequest, ChatResult, HeldRelease, RetryLater
 from workers.heartbeat import renewing
@@ -80,17 +81,17 @@ class LLMGateway:
         self.flush_held(ctx)  # an earlier call of the step: its release goes now
         if ctx.api_mode == C.API_BATCH:
             return self.batch.chat(request, ctx)
-        digest, look = self.cache.digest_for(self._cache_ns, request, ctx)
-        if look:
-            hit = self.cache.get(digest)
+        entry = self.cache.entry_for(self._cache_ns, request, ctx)
+        if entry.look:
+            hit = self.cache.get(entry.digest)
             if hit is not None:
                 self.stats.add(ctx.job_id, None, cache_hits=1)
                 logger.info("job %s step %s: answered from the cache", ctx.job_id, ctx.step)
                 return hit
-        return self._chat_with_retries(request, ctx, digest)
+        return self._chat_with_retries(request, ctx, entry)
 
     def _chat_with_retries(
-        self, request: ChatRequest, ctx: CallContext, digest: str = ""
+        self, request: ChatRequest, ctx: CallContext, entry: Entry | None = None
     ) -> ChatResult:
         tally = _Tally(ctx.attempts_used, ctx.rate_limited_used)
         tokens = estimate_messages_tokens(request.messages) + request.max_tokens
@@ -102,7 +103,7 @@ class LLMGateway:
                 if not self._still_go(grant, ctx):
                     continue
             tally.attempts += 1
-            outcome = self._attempt(key, grant, request, ctx, tally.attempts, waited, digest)
+            outcome = self._attempt(key, grant, request, ctx, tally.attempts, waited, entry)
             if isinstance(outcome, ChatResult):
                 return outcome
             if isinstance(outcome, TransientLLMError):
@@ -123,7 +124,7 @@ class LLMGateway:
 
     def _attempt(
         self, key: ApiKey, grant: Grant, request: ChatRequest, ctx: CallContext, attempts: int,
-        waited: float, digest: str,
+        waited: float, entry: Entry | None,
     ) -> ChatResult | LLMError:  # fmt: skip
         """One call under its grant (which counted the call for the job: a crash is a
         call): the lease is renewed while the call runs and given back (its budget
@@ -143,10 +144,10 @@ class LLMGateway:
             # In auto-TPM mode the reservation stays: it is in the provider's units.
             actual = None if key.limits.auto_tpm else result.tokens_in + result.tokens_out
             after = self._success_ops(key, grant, request.model, result, ctx, waited)
-            if digest and ctx.hold_release and self.cache.per_run(request, ctx):
+            if entry and ctx.hold_release and self.cache.per_run(request, ctx):
                 answer = result
-            elif digest:
-                self.cache.put_op(after, digest, result)
+            elif entry:
+                self.cache.put_op(after, entry.digest, result)
             return result
         except LLMError as e:
             error = mask_secrets(e, self.pool.secrets())
@@ -156,31 +157,35 @@ class LLMGateway:
         finally:
             after = self.stats.ended(after)
             if ok and ctx.hold_release:
-                ctx.held = self._held(grant, actual, cost, after, digest, answer)
+                ctx.held = self._held(grant, actual, cost, after, entry, answer)
             else:
                 self._release(grant, actual_tokens=actual, ok=ok, cost=cost, extra=after)
 
     def _held(
-        self, grant: Grant, actual: int | None, cost: float, after: Ops | None, digest: str,
-        answer: ChatResult | None,
+        self, grant: Grant, actual: int | None, cost: float, after: Ops | None,
+        entry: Entry | None, answer: ChatResult | None,
     ) -> HeldRelease:  # fmt: skip
         """A success's release, to ride with the step's result (``CallContext.held``).
         Its ``answer`` for the step's own cache entry is kept only if the step stores
         no success: a stored result is what a second delivery finds."""
-        if_stored = self.limiter.release_rider(grant, actual_tokens=actual, extra=after)
-        full = after.copy() if after else Ops()
-        if answer is not None:
-            self.cache.put_op(full, digest, answer)
-        rider = self.limiter.release_rider(grant, actual_tokens=actual, extra=full)
+        def with_answer() -> Ops:
+            ops = after.copy() if after else Ops()
+            if answer is not None and entry:
+                self.cache.put_op(ops, entry.digest, answer)
+            return ops
+
+        def rider_for(stored_ok: bool) -> Rider:
+            extra = after if stored_ok else with_answer()
+            return self.limiter.release_rider(grant, actual_tokens=actual, extra=extra)
 
         def flush() -> None:
-            self._release(grant, actual_tokens=actual, ok=True, cost=cost, extra=full)
+            self._release(grant, actual_tokens=actual, ok=True, cost=cost, extra=with_answer())
 
         def done(ridden: Any) -> None:
             self.limiter.released(grant, ridden)
             self._settle(grant, cost)
 
-        return HeldRelease(rider, flush, done, if_stored)
+        return HeldRelease(rider_for, flush, done)
 
     @staticmethod
     def flush_held(ctx: CallContext) -> None:

@@ -78,14 +78,13 @@ class CallContext:
 class HeldRelease:
     """A successful call's lease release (with its counters and cache entry), held to
     ride in the same script call as the step's result (``JobStore.save_step``):
-    ``done(ridden)`` once it rode, else ``flush()`` releases it on its own.
-    ``rider_if_ok`` rides with a success instead (the answer is not kept in the step's
-    own cache entry: the stored result serves a second delivery)."""
+    ``rider_for(ok)`` for a result that is a success or not (a success's answer is not
+    kept in the step's own cache entry too: the stored result serves a second
+    delivery), then ``done(ridden)``; else ``flush()`` releases it on its own."""
 
-    rider: Rider
+    rider_for: Callable[[bool], Rider]
     flush: Callable[[], None]
     done: Callable[[Any], None]
-    rider_if_ok: Rider
 
 
 class RetryLater(Exception):

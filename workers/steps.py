@@ -92,7 +92,7 @@ def _save(
     try only: a try that Redis cut short may have done it already (its lease then
     expires by itself, as a release lost in an outage does)."""
     release = held.pop() if held else None
-    rider = None if release is None else release.rider_if_ok if result.ok else release.rider
+    rider = None if release is None else release.rider_for(result.ok)
     saved = store.save_step(job_id, result, owner, rider)
     if release is not None:
         release.done(saved.ridden)

@@ -39,6 +39,7 @@ from kombu.utils.json import dumps, loads
 
 from genfleet import constants as C
 from genfleet.outage import through_outage
+from genfleet.scripts import send
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,14 @@ def _raw_key(client: Any, key: str) -> str:
     return str(getattr(client, "global_keyprefix", "") or "") + key
 
 
+def _one_command(client: Any, *command: Any) -> Any:
+    """A command of a message's path (record, ack) sent the short way
+    (``genfleet.scripts.send``), unless kombu's client prefixes its keys."""
+    if getattr(client, "global_keyprefix", None):
+        return client.execute_command(*command)
+    return send(client, *command)
+
+
 class SafeQoS(kombu_redis.QoS):
     """kombu's record of the messages a worker holds, in one hash entry per message
     (its time inside), and kept through a Redis that cannot take writes for a while
@@ -134,7 +143,20 @@ class SafeQoS(kombu_redis.QoS):
         delivery = message.delivery_info
         held = dumps([message._raw, delivery["exchange"], delivery["routing_key"], _now()])
         with self.channel.conn_or_acquire() as client:
-            client.hset(self.unacked_key, delivery_tag, held)
+            _one_command(client, "HSET", self.unacked_key, delivery_tag, held)
+
+    def ack(self, delivery_tag: Any) -> None:
+        """One HDEL (kombu sends it through a pipeline of its own)."""
+        with self.channel.conn_or_acquire() as client:
+            _one_command(client, "HDEL", self.unacked_key, delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if requeue:
+            self.restore_by_tag(delivery_tag, leftmost=True)
+            virtual.QoS.ack(self, delivery_tag)
+        else:
+            self.ack(delivery_tag)
 
     def _remove_from_indices(self, delivery_tag: Any, pipe: Any = None) -> Any:
         """An ack (or a reject) is one HDEL, sent without MULTI/EXEC."""
