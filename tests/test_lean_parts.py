@@ -13,8 +13,11 @@ from genfleet.clock import RedisClock, redis_clock
 from genfleet.scripts import LeanScript
 from workers import callstats
 from workers.callstats import CallStats, Cost, read_stats
+from workers.gateway_types import ChatRequest
 from workers.heartbeat import Heartbeat
+from workers.keypool import ApiKey, KeyPool
 from workers.limiter import ClusterLimiter, Denied, Grant, Limits, Scope
+from workers.provider_call import call_chat
 
 INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 
@@ -194,3 +197,49 @@ def test_the_redis_clock_reads_time_once_a_period_and_agrees_with_redis(
     before, reading, after = redis_now(), clock.now(), redis_now()
     assert before - 0.05 <= reading <= after + 0.05  # within half a round trip (and load)
     assert redis_clock(r) is redis_clock(r)  # one per Redis in a process
+
+
+def test_a_call_sends_no_sdk_telemetry_headers(r: redis.Redis) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[dict[str, str]] = []
+    answer = json.dumps({
+        "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }).encode()  # fmt: skip
+
+    class Provider(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Provider)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        pool = KeyPool([ApiKey("key1", base, Limits(max_concurrent=4), "sk-test")], r, 10.0)
+        request = ChatRequest([{"role": "user", "content": "hello"}], "m", 16)
+        result = call_chat(pool.client_for(pool.keys[0]), request, base, 10.0, 1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.text == "hi" and result.tokens_in == 3
+    (headers,) = seen
+    assert headers["authorization"] == "Bearer sk-test"
+    assert headers["content-type"] == "application/json"
+    # The SDK's telemetry headers are left out; its switch for an unread body goes along.
+    sdk = [name for name in headers if name.startswith("x-stainless")]
+    assert sdk == ["x-stainless-raw-response"], headers

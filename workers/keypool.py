@@ -25,6 +25,7 @@ from genfleet import constants as C
 from genfleet.errors import SettingsError
 from genfleet.settings import RpmLimit, Settings, TpmLimit
 from workers.limiter import Limits
+from workers.provider_call import SDK_PLATFORM_HEADERS, omitted
 from workers.ratelimit_headers import limits_of
 
 if TYPE_CHECKING:  # the SDK takes seconds to import: only workers that call load it
@@ -199,6 +200,7 @@ class KeyPool:
                     base_url=key.provider,
                     max_retries=0,
                     timeout=self.timeout_s,
+                    default_headers=omitted(SDK_PLATFORM_HEADERS),
                 )
                 self._clients[key.key_id] = client
             return client

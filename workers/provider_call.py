@@ -10,6 +10,7 @@ naming status, provider and model) instead of an exception from deep inside.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import json
@@ -52,7 +53,7 @@ def call_chat(
         # header asks for the answer unread (what ``with_streaming_response`` sets).
         response = client.post(
             "/chat/completions", cast_to=_chat_completion(), body=request.body(),
-            options={"timeout": timeout_s, "headers": _STREAM_HEADERS},
+            options={"timeout": timeout_s, "headers": _request_headers()},
         )  # fmt: skip
         try:
             status = response.status_code
@@ -78,7 +79,30 @@ def call_chat(
 
 # The SDK's raw-response header (openai._constants.RAW_RESPONSE_HEADER): "stream" sends
 # the request with the body left unread and returns the SDK's APIResponse.
-_STREAM_HEADERS = {"X-Stainless-Raw-Response": "stream"}
+_RAW_RESPONSE = {"X-Stainless-Raw-Response": "stream"}
+
+# The SDK's telemetry headers (its language, version, OS, runtime; each request's retry
+# count and read timeout). No provider needs them, and each header is parsed, checked
+# and written again on every request: genfleet's clients leave them out (``Omit``, the
+# SDK's own way to drop a default header).
+SDK_PLATFORM_HEADERS = (
+    "X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-OS", "X-Stainless-Arch",
+    "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Async",
+)  # fmt: skip
+_PER_REQUEST_HEADERS = ("x-stainless-retry-count", "x-stainless-read-timeout")
+
+
+@functools.cache
+def omitted(names: tuple[str, ...]) -> dict[str, Any]:
+    """Headers that tell the SDK to leave ``names`` out."""
+    import openai
+
+    return {name: openai.Omit() for name in names}
+
+
+@functools.cache
+def _request_headers() -> dict[str, Any]:
+    return {**_RAW_RESPONSE, **omitted(_PER_REQUEST_HEADERS)}
 
 
 def _chat_completion() -> Any:
