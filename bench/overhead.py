@@ -18,7 +18,7 @@ LLM_RPM_LIMIT, the plain script spaces its calls by hand).
 CPU ms and commands per call hold on a busy machine; calls/s does not, so run it
 when the machine is quiet (``--pairs`` repeats each A/B pair and prints medians).
 
-    python bench/overhead.py [--quick] [--pairs 1]
+    python bench/overhead.py [--quick] [--pairs 3]
 """
 
 from __future__ import annotations
@@ -206,16 +206,17 @@ def _median(runs: list[Run], attr: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fifth of the calls (a smoke run)")
-    parser.add_argument("--pairs", type=int, default=1, help="A/B pairs per scenario (medians)")
+    parser.add_argument("--pairs", type=int, default=3, help="A/B pairs per scenario (medians)")
     parser.add_argument("--only", type=int, default=None, help="run one scenario (1-3)")
     opts = parser.parse_args()
     chosen = scenarios(0.2 if opts.quick else 1.0)
     if opts.only:
         chosen = [chosen[opts.only - 1]]
     print("| run | plain calls/s | genfleet calls/s | genfleet / plain | CPU ms per call, "
-          "plain → genfleet | Redis commands per call: sent / run (scripts' included) "
-          "| worker RSS idle → a tenth done → end (MiB) | failed steps |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "plain → genfleet | CPU genfleet / plain | Redis commands per call: sent / run "
+          "(scripts' included) | worker RSS idle → a tenth done → end (MiB) "
+          "| failed steps |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in chosen:
         plain: list[Run] = []
         ours: list[Run] = []
@@ -225,11 +226,15 @@ def main() -> None:
         p_rate, g_rate = _median(plain, "per_s"), _median(ours, "per_s")
         p_cpu = statistics.median(r.cpu_s / r.calls * 1000 for r in plain)
         g_cpu = statistics.median(r.cpu_s / r.calls * 1000 for r in ours)
+        # Each pair's own ratio (A and B ran back to back), then their median: the
+        # machine's speed drifts between pairs more than within one.
+        cpu_ratio = statistics.median(g.cpu_s / p.cpu_s for p, g in zip(plain, ours, strict=True))
         cmds = statistics.median(r.commands / r.calls for r in ours)
         counted = genfleet_run(replace(s, calls=min(s.calls, MONITORED_CALLS)), monitor=True)
         sent = counted.sent / counted.calls
         print(f"| {s.name}, {s.calls:,} calls | {p_rate:.0f} | {g_rate:.0f} | "
-              f"{g_rate / p_rate:.2f} | {p_cpu:.1f} → {g_cpu:.1f} | {sent:.0f} / {cmds:.0f} | "
+              f"{g_rate / p_rate:.2f} | {p_cpu:.1f} → {g_cpu:.1f} | {cpu_ratio:.2f} | "
+              f"{sent:.1f} / {cmds:.1f} | "
               f"{_median(ours, 'rss_idle_mib'):.0f} → {_median(ours, 'rss_warm_mib'):.0f} → "
               f"{_median(ours, 'rss_end_mib'):.0f} | "
               f"{_median(ours, 'failed'):.0f} |", flush=True)  # fmt: skip
