@@ -108,6 +108,10 @@ def test_a_step_sends_few_redis_commands_and_its_job_ends_without_a_chord(
     assert sim.stats()["requests"] == 10  # counted at the provider
     # Everything the job cost, the producer's enqueue and its status polls included.
     assert len(seen.sent) / 10 <= 25, "\n".join(seen.sent)
+    # Redis' clock is read by each process once in 10 s (genfleet.clock), not by each
+    # script call (a worker, its pool processes and the producer: a few at most).
+    clock_reads = [c for c in seen.sent + seen.scripted if c.split()[0].upper() == "TIME"]
+    assert len(clock_reads) <= 2, clock_reads
     # A first ask has nothing in the cache to read, and its answer, stored as the step's
     # result in the same command, needs no entry there: a second delivery finds the result.
     assert not [c for c in seen.sent if c.startswith("GET genfleet:cache:")]
