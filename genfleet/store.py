@@ -170,6 +170,7 @@ class Rider:
     keys: list[str]
     args: list[Any]
 
+
 # genfleet resume's one decision. KEYS: job hash, claims hash, failed hash (the failures
 # it re-runs are forgotten: they are waiting again). ARGV: the statuses a job may be
 # resumed from. Returns {1, round}; {0, status} when the job is not one of

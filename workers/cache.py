@@ -44,12 +44,14 @@ def cache_digest(provider: str, request: ChatRequest, scope: str = "") -> str:
 
 class Entry:
     """A call's cache entry: ``look`` whether to read it first; ``digest`` (made once,
-    when first asked for) names it. False when the call does not use the cache."""
+    when first asked for) names it; ``per_run``: it belongs to one step of one run,
+    so it serves only that step asking again (a step whose result is stored with the
+    answer never reads it). False when the call does not use the cache."""
 
-    __slots__ = ("_make", "look", "_digest")
+    __slots__ = ("_make", "look", "per_run", "_digest")
 
-    def __init__(self, make: Callable[[], str] | None, look: bool) -> None:
-        self._make, self.look, self._digest = make, look, ""
+    def __init__(self, make: Callable[[], str] | None, look: bool, per_run: bool = False) -> None:
+        self._make, self.look, self.per_run, self._digest = make, look, per_run, ""
 
     @property
     def digest(self) -> str:
@@ -83,14 +85,7 @@ class ResponseCache:
             return Entry(None, False)
         run = self.jobs.round(ctx.job_id) if ctx.run_round is None else ctx.run_round
         scope = f"{ctx.job_id}/{ctx.step}/r{run}"
-        return Entry(lambda: cache_digest(provider, request, scope), ctx.asked_before)
-
-    @staticmethod
-    def per_run(request: ChatRequest, ctx: CallContext) -> bool:
-        """Whether the call's entry (``digest_for``) belongs to one step of one run: it
-        serves only that step asking again, so a step whose result is stored with the
-        answer never reads it."""
-        return ctx.cache is None and request.temperature != 0 and bool(ctx.job_id)
+        return Entry(lambda: cache_digest(provider, request, scope), ctx.asked_before, True)
 
     def get(self, digest: str) -> ChatResult | None:
         raw = self.redis.get(C.KEY_CACHE.format(digest=digest))

@@ -242,32 +242,32 @@ class CallStats:
         ops = Ops()
         if job_id:
             key = C.KEY_STATS_JOB.format(job_id=job_id)
-            job_counts, job_wait_s, job_cost = counts, wait_s, cost
-            if counts.get("ok"):
+            if counts.get("ok"):  # the success's counters as one vector, the rest plain
                 self._success(ops, key, counts, wait_s, cost)
-                job_counts = {k: v for k, v in counts.items() if k not in SUCCESS_COUNTERS}
-                job_wait_s, job_cost = 0.0, None
-            self._counters(ops, key, job_counts, job_wait_s, effective_concurrency, expire)
-            if job_cost is not None:
-                if job_cost.usd is None:
-                    ops.add("HINCRBY", key, "unpriced_calls", 1)
-                else:
-                    ops.add("HINCRBYFLOAT", key, "cost_usd", round(job_cost.usd, 10))
+                rest = {k: v for k, v in counts.items() if k not in SUCCESS_COUNTERS}
+                self._counters(ops, key, rest, 0.0, effective_concurrency, expire)
+            else:
+                self._counters(ops, key, counts, wait_s, effective_concurrency, expire)
+                if cost is not None:
+                    if cost.usd is None:
+                        ops.add("HINCRBY", key, "unpriced_calls", 1)
+                    else:
+                        ops.add("HINCRBYFLOAT", key, "cost_usd", round(cost.usd, 10))
         if key_id:
             with self._lock:
                 self._hold(key_id, counts, wait_s, effective_concurrency, model, cost)
         return ops
 
-
     @staticmethod
     def _success(ops: Ops, key: str, counts: dict[str, int], wait_s: float,
                  cost: Cost | None) -> None:  # fmt: skip
         """A success's job counters, as one vector (``SUCCESS_COUNTERS``' order)."""
-        values = {**counts, "limiter_wait_s": round(wait_s, 4)}
+        values: dict[str, float] = {**counts, "limiter_wait_s": round(wait_s, 4)}
         if cost is not None:
-            values["cost_usd" if cost.usd is not None else "unpriced_calls"] = (
-                round(cost.usd, 10) if cost.usd is not None else 1
-            )
+            if cost.usd is None:
+                values["unpriced_calls"] = 1
+            else:
+                values["cost_usd"] = round(cost.usd, 10)
         vector = " ".join(str(values.get(name, 0)) for name in SUCCESS_COUNTERS)
         ops.add("HADDV", key, SUCCESS_FIELD, vector)
 

@@ -144,7 +144,7 @@ class LLMGateway:
             # In auto-TPM mode the reservation stays: it is in the provider's units.
             actual = None if key.limits.auto_tpm else result.tokens_in + result.tokens_out
             after = self._success_ops(key, grant, request.model, result, ctx, waited)
-            if entry and ctx.hold_release and self.cache.per_run(request, ctx):
+            if entry and entry.per_run and ctx.hold_release:
                 answer = result
             elif entry:
                 self.cache.put_op(after, entry.digest, result)
@@ -168,6 +168,7 @@ class LLMGateway:
         """A success's release, to ride with the step's result (``CallContext.held``).
         Its ``answer`` for the step's own cache entry is kept only if the step stores
         no success: a stored result is what a second delivery finds."""
+
         def with_answer() -> Ops:
             ops = after.copy() if after else Ops()
             if answer is not None and entry:

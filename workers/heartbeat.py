@@ -55,14 +55,18 @@ class Heartbeat:
     def _add(self, what: str, renew: Renew) -> int:
         token = next(self._ids)  # itertools.count and a dict's item set are atomic
         self._renewals[token] = _Renewal(what, renew, time.monotonic())
-        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+        if self._no_thread():
             with self._lock:
-                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                    self._pid = os.getpid()  # a forked child has no thread: start its own
+                if self._no_thread():
+                    self._pid = os.getpid()
                     self._thread = threading.Thread(target=self._run, name="lease-heartbeat",
                                                     daemon=True)  # fmt: skip
                     self._thread.start()
         return token
+
+    def _no_thread(self) -> bool:
+        """No beating thread in this process (none yet, or a forked child's)."""
+        return self._thread is None or self._pid != os.getpid() or not self._thread.is_alive()
 
     def _drop(self, token: int) -> None:
         self._renewals.pop(token, None)

@@ -158,13 +158,6 @@ class SafeQoS(kombu_redis.QoS):
         else:
             self.ack(delivery_tag)
 
-    def _remove_from_indices(self, delivery_tag: Any, pipe: Any = None) -> Any:
-        """An ack (or a reject) is one HDEL, sent without MULTI/EXEC."""
-        if pipe is None:
-            with self.channel.conn_or_acquire() as client:
-                pipe = client.pipeline(transaction=False)
-        return pipe.hdel(self.unacked_key, delivery_tag)
-
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
         """Requeue one held message and forget it, in one transaction. A record of
         kombu's three items (an older worker's) is dated in ``unacked_index``: its
